@@ -1,0 +1,242 @@
+// embedserve: the daemon's entry point. Parses flags (command line, EMBEDSERVE_* environment
+// variables, or a config file), starts the listeners, loads and warms the models, serves,
+// and drains gracefully on SIGTERM/SIGINT.
+#include <signal.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "common/log.h"
+#include "server/model_loader.h"
+#include "server/pipeline/pipeline.h"
+#include "server/rpc/server.h"
+
+namespace embedserve {
+namespace {
+
+struct Flags {
+  std::vector<std::string> listen = {"unix:/tmp/embedserve.sock", "127.0.0.1:50051"};
+  std::string socket_mode = "0660";
+  std::vector<std::string> models;
+  std::string device = "auto";
+  std::string dtype = "float32";
+  int threads = 0;
+  int preprocess_threads = 2;
+  int preprocess_queue = 4096;
+  int max_batch_size = 32;
+  int max_queue_delay_us = 2000;
+  int queue_capacity = 1024;
+  int max_batch_tokens = 8192;
+  int max_message_bytes = 64 << 20;
+  int max_inputs = 1024;
+  int64_t max_text_bytes = 1 << 20;
+  int max_labels = 1000;
+  int64_t max_image_pixels = 64LL * 1024 * 1024;
+  int64_t max_image_bytes = 32LL * 1024 * 1024;
+  int stream_window = 8;
+  double drain_timeout_s = 30;
+  bool reflection = true;
+  bool continue_on_model_failure = false;
+  std::string log_level = "info";
+};
+
+// "auto" picks CUDA, then MPS, then CPU; this build has CPU only until the CUDA path lands.
+std::string ResolveDevice(const std::string& requested) {
+  if (requested == "auto") return "cpu";
+  return requested;
+}
+
+int Run(int argc, char** argv) {
+  Flags f;
+  CLI::App app{
+      "embedserve: one process owns the accelerator and the models (OpenCLIP, ColPali) and "
+      "serves embeddings, reranking and zero-shot classification over gRPC.\nEvery flag can "
+      "also be set by the environment variable shown (EMBEDSERVE_*) or in a TOML/INI file "
+      "given with --config."};
+  app.set_config("--config", "", "Read flags from this TOML/INI file", false);
+  app.add_option("--listen", f.listen,
+                 "Listen addresses: unix:PATH or HOST:PORT, repeatable (TCP binds only where "
+                 "told; use 127.0.0.1 to stay local)")
+      ->envname("EMBEDSERVE_LISTEN")->delimiter(',')->capture_default_str();
+  app.add_option("--socket-mode", f.socket_mode, "Permissions of unix sockets (octal)")
+      ->envname("EMBEDSERVE_SOCKET_MODE")->capture_default_str();
+  app.add_option("--model", f.models, "A model to serve: NAME=DIRECTORY, repeatable")
+      ->envname("EMBEDSERVE_MODEL")->delimiter(',');
+  app.add_option("--device", f.device, "auto|cpu|cuda[:N]|mps (auto: CUDA, then MPS, then CPU)")
+      ->envname("EMBEDSERVE_DEVICE")->capture_default_str();
+  app.add_option("--dtype", f.dtype, "Serving dtype: float32|bfloat16|float16")
+      ->envname("EMBEDSERVE_DTYPE")->check(CLI::IsMember({"float32", "bfloat16", "float16"}))
+      ->capture_default_str();
+  app.add_option("--threads", f.threads, "Torch intra-op threads for the device executor (0: measured default)")
+      ->envname("EMBEDSERVE_THREADS")->check(CLI::Range(0, 1024))->capture_default_str();
+  app.add_option("--preprocess-threads", f.preprocess_threads, "CPU threads decoding images and tokenizing")
+      ->envname("EMBEDSERVE_PREPROCESS_THREADS")->check(CLI::Range(1, 1024))->capture_default_str();
+  app.add_option("--preprocess-queue", f.preprocess_queue, "Most preprocessing tasks waiting before calls are refused")
+      ->envname("EMBEDSERVE_PREPROCESS_QUEUE")->check(CLI::Range(1, 1 << 24))->capture_default_str();
+  app.add_option("--max-batch-size", f.max_batch_size, "Most items in one forward")
+      ->envname("EMBEDSERVE_MAX_BATCH_SIZE")->check(CLI::Range(1, 4096))->capture_default_str();
+  app.add_option("--max-queue-delay-us", f.max_queue_delay_us, "How long an item may wait for its batch to fill")
+      ->envname("EMBEDSERVE_MAX_QUEUE_DELAY_US")->check(CLI::Range(0, 10000000))->capture_default_str();
+  app.add_option("--queue-capacity", f.queue_capacity, "Most items waiting per model and modality; beyond it RESOURCE_EXHAUSTED")
+      ->envname("EMBEDSERVE_QUEUE_CAPACITY")->check(CLI::Range(1, 1 << 24))->capture_default_str();
+  app.add_option("--max-batch-tokens", f.max_batch_tokens, "Most padded text tokens per batch (0: no budget)")
+      ->envname("EMBEDSERVE_MAX_BATCH_TOKENS")->check(CLI::Range(0, 1 << 30))->capture_default_str();
+  app.add_option("--max-message-bytes", f.max_message_bytes, "Largest request or response message")
+      ->envname("EMBEDSERVE_MAX_MESSAGE_BYTES")->check(CLI::Range(1024, 1 << 30))->capture_default_str();
+  app.add_option("--max-inputs", f.max_inputs, "Most inputs (or candidates, or texts) per call")
+      ->envname("EMBEDSERVE_MAX_INPUTS")->check(CLI::Range(1, 1 << 20))->capture_default_str();
+  app.add_option("--max-text-bytes", f.max_text_bytes, "Largest single text")
+      ->envname("EMBEDSERVE_MAX_TEXT_BYTES")->check(CLI::Range(int64_t{1}, int64_t{1} << 30))->capture_default_str();
+  app.add_option("--max-labels", f.max_labels, "Most Classify labels per call")
+      ->envname("EMBEDSERVE_MAX_LABELS")->check(CLI::Range(2, 1 << 20))->capture_default_str();
+  app.add_option("--max-image-pixels", f.max_image_pixels, "Largest image (width x height), checked before decoding")
+      ->envname("EMBEDSERVE_MAX_IMAGE_PIXELS")->check(CLI::Range(int64_t{1}, int64_t{1} << 40))->capture_default_str();
+  app.add_option("--max-image-bytes", f.max_image_bytes, "Largest encoded image")
+      ->envname("EMBEDSERVE_MAX_IMAGE_BYTES")->check(CLI::Range(int64_t{1}, int64_t{1} << 40))->capture_default_str();
+  app.add_option("--stream-window", f.stream_window, "EmbedStream messages in flight per stream")
+      ->envname("EMBEDSERVE_STREAM_WINDOW")->check(CLI::Range(1, 1024))->capture_default_str();
+  app.add_option("--drain-timeout-s", f.drain_timeout_s, "On SIGTERM/SIGINT, how long in-flight calls may finish")
+      ->envname("EMBEDSERVE_DRAIN_TIMEOUT_S")->check(CLI::Range(0.0, 3600.0))->capture_default_str();
+  app.add_flag("--reflection,!--no-reflection", f.reflection, "Serve gRPC server reflection")
+      ->envname("EMBEDSERVE_REFLECTION")->capture_default_str();
+  app.add_flag("--continue-on-model-failure", f.continue_on_model_failure,
+               "Serve the other models if one fails to load (it is reported FAILED)")
+      ->envname("EMBEDSERVE_CONTINUE_ON_MODEL_FAILURE");
+  app.add_option("--log-level", f.log_level, "debug|info|warning|error")
+      ->envname("EMBEDSERVE_LOG_LEVEL")->check(CLI::IsMember({"debug", "info", "warning", "error"}))
+      ->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+
+  LogLevel level;
+  if (ParseLogLevel(f.log_level, &level)) SetLogLevel(level);
+
+  // Signals are taken by a dedicated thread (sigwait), so block them everywhere first.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  struct ModelArg { std::string name, dir; };
+  std::vector<ModelArg> model_args;
+  for (const std::string& spec : f.models) {
+    std::vector<std::string> parts = absl::StrSplit(spec, absl::MaxSplits('=', 1));
+    if (parts.size() != 2 || parts[0].empty() || parts[1].empty()) {
+      std::fprintf(stderr, "--model: expected NAME=DIRECTORY, got '%s'\n", spec.c_str());
+      return 2;
+    }
+    model_args.push_back({parts[0], parts[1]});
+  }
+  int socket_mode = 0;
+  try {
+    socket_mode = std::stoi(f.socket_mode, nullptr, 8);
+  } catch (...) {
+    socket_mode = -1;
+  }
+  if (socket_mode < 0 || socket_mode > 0777) {
+    std::fprintf(stderr, "--socket-mode: expected an octal mode like 0660, got '%s'\n",
+                 f.socket_mode.c_str());
+    return 2;
+  }
+
+  pipeline::PipelineOptions options;
+  options.preprocess_threads = f.preprocess_threads;
+  options.preprocess_queue = f.preprocess_queue;
+  options.image_limits.max_pixels = f.max_image_pixels;
+  options.image_limits.max_bytes = f.max_image_bytes;
+  for (pipeline::BatchPolicy* policy : {&options.text_policy, &options.image_policy}) {
+    policy->max_batch_size = f.max_batch_size;
+    policy->max_queue_delay = absl::Microseconds(f.max_queue_delay_us);
+    policy->queue_capacity = f.queue_capacity;
+  }
+  options.text_policy.max_batch_tokens = f.max_batch_tokens;
+  pipeline::Pipeline pipeline(options);
+  for (const ModelArg& m : model_args) pipeline.AddLoading(m.name, m.dir);
+
+  rpc::ServerConfig config;
+  config.listen = f.listen;
+  config.socket_mode = socket_mode;
+  config.max_message_bytes = f.max_message_bytes;
+  config.reflection = f.reflection;
+  config.limits.max_inputs = f.max_inputs;
+  config.limits.max_text_bytes = f.max_text_bytes;
+  config.limits.max_labels = f.max_labels;
+  config.limits.stream_window = f.stream_window;
+  absl::StatusOr<std::unique_ptr<rpc::Server>> server = rpc::Server::Start(config, &pipeline);
+  if (!server.ok()) {
+    LogEvent(LogLevel::kError, "start_failed", absl::StrCat("error=", LogQuote(server.status().message())));
+    return 1;
+  }
+  std::string listening;
+  for (const std::string& address : f.listen) absl::StrAppend(&listening, listening.empty() ? "" : ",", address);
+  LogEvent(LogLevel::kInfo, "listening", absl::StrCat("addresses=", LogQuote(listening)));
+  pipeline.Start();
+
+  // Signal watcher: the first SIGTERM/SIGINT starts the drain.
+  std::thread signal_thread([&] {
+    int signal_number = 0;
+    sigwait(&signals, &signal_number);
+    LogEvent(LogLevel::kInfo, "draining",
+             absl::StrCat("signal=", signal_number, " deadline_s=", f.drain_timeout_s));
+    (*server)->Shutdown(absl::Now() + absl::Seconds(f.drain_timeout_s));
+  });
+
+  LoadSettings settings;
+  settings.device = ResolveDevice(f.device);
+  settings.dtype = f.dtype;
+  int failures = 0;
+  for (const ModelArg& m : model_args) {
+    const absl::Time start = absl::Now();
+    absl::StatusOr<std::unique_ptr<models::Model>> model = LoadModel(m.dir, settings);
+    if (!model.ok()) {
+      ++failures;
+      pipeline.SetFailed(m.name, model.status());
+      LogEvent(LogLevel::kError, "model_failed",
+               absl::StrCat("model=", m.name, " dir=", LogQuote(m.dir),
+                            " error=", LogQuote(model.status().message())));
+      continue;
+    }
+    const std::string note = (*model)->description().architecture;
+    pipeline.SetReady(m.name, *std::move(model));
+    (*server)->SetServing(m.name, true);
+    LogEvent(LogLevel::kInfo, "model_ready",
+             absl::StrCat("model=", m.name, " architecture=", LogQuote(note), " load_s=",
+                          absl::ToDoubleSeconds(absl::Now() - start)));
+  }
+  if (failures > 0 && !f.continue_on_model_failure) {
+    LogEvent(LogLevel::kError, "exiting",
+             "reason=\"a model failed to load (use --continue-on-model-failure to serve the rest)\"");
+    (*server)->Shutdown(absl::Now());
+    pipeline.Stop();
+    kill(getpid(), SIGTERM);  // wakes the signal thread
+    signal_thread.join();
+    return 1;
+  }
+  (*server)->SetServing("", true);
+  (*server)->SetServing("embedserve.v1.EmbedService", true);
+  (*server)->SetServing("embedserve.v1.ModelService", true);
+  if (model_args.empty()) {
+    LogEvent(LogLevel::kWarning, "no_models", "hint=\"pass --model NAME=DIRECTORY\"");
+  }
+  LogEvent(LogLevel::kInfo, "serving");
+
+  signal_thread.join();
+  (*server)->Wait();
+  pipeline.Stop();
+  LogEvent(LogLevel::kInfo, "stopped");
+  return 0;
+}
+
+}  // namespace
+}  // namespace embedserve
+
+int main(int argc, char** argv) { return embedserve::Run(argc, argv); }

@@ -1,0 +1,26 @@
+// Loads a model from a directory by recognising its family from the files it holds
+// (open_clip_config.json: OpenCLIP; config.json with model_type colpali: ColPali).
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "server/models/model.h"
+
+namespace embedserve {
+
+struct LoadSettings {
+  std::string device = "cpu";   // resolved: "cpu", "cuda:N", "mps"
+  std::string dtype = "float32";
+};
+
+// The family name ("openclip", "colpali") found in `dir`, or INVALID_ARGUMENT naming what
+// is missing.
+absl::StatusOr<std::string> DetectFamily(const std::string& dir);
+
+// Loads and returns the model; UNIMPLEMENTED for a family this build cannot run yet.
+absl::StatusOr<std::unique_ptr<models::Model>> LoadModel(const std::string& dir,
+                                                         const LoadSettings& settings);
+
+}  // namespace embedserve

@@ -1,0 +1,63 @@
+// The dynamic batcher's queue for one (model, modality): holds prepared items from many
+// calls and decides when a batch is ready and which items go into it.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <vector>
+
+#include "absl/time/time.h"
+#include "server/pipeline/embed_call.h"
+
+namespace embedserve::pipeline {
+
+struct BatchPolicy {
+  // Most items in one forward.
+  int max_batch_size = 32;
+  // How long the oldest item may wait for a batch to fill (0: take what is there).
+  absl::Duration max_queue_delay = absl::Microseconds(2000);
+  // Most items waiting; beyond it Push refuses.
+  int queue_capacity = 1024;
+  // Texts: most padded tokens (longest text x count) per batch; 0 for no budget.
+  int max_batch_tokens = 0;
+};
+
+// An item waiting for the device: input `index` of `call`.
+struct QueuedItem {
+  std::shared_ptr<EmbedCall> call;
+  int index = 0;
+  int cost = 1;  // tokens for a text, 1 for an image
+  absl::Time enqueued;
+};
+
+// Not thread-safe: the device executor guards every BatchQueue with its own mutex.
+// Batches keep arrival order for equal costs; texts of similar length are grouped (the
+// oldest item always goes first, so nothing starves).
+class BatchQueue {
+ public:
+  explicit BatchQueue(BatchPolicy policy) : policy_(policy) {}
+
+  const BatchPolicy& policy() const { return policy_; }
+  int size() const { return static_cast<int>(items_.size()); }
+  bool empty() const { return items_.empty(); }
+
+  // False (and nothing queued) when the queue is at capacity.
+  bool Push(QueuedItem item);
+
+  // When the head batch is ready: InfinitePast() if now, InfiniteFuture() if empty.
+  absl::Time ReadyAt() const;
+
+  // Takes the next batch. Items whose call is finished or past its deadline at `now` are
+  // removed and returned in `skipped` instead (they must not cost compute).
+  std::vector<QueuedItem> TakeBatch(absl::Time now, std::vector<QueuedItem>* skipped);
+
+ private:
+  bool FullBatchWaiting() const;
+
+  const BatchPolicy policy_;
+  std::deque<QueuedItem> items_;
+  int64_t total_cost_ = 0;
+};
+
+}  // namespace embedserve::pipeline

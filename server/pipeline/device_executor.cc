@@ -1,0 +1,146 @@
+// The device executor loop: wait for a ready batch, run it, fan results back to calls.
+#include "server/pipeline/device_executor.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+
+namespace embedserve::pipeline {
+
+DeviceExecutor::~DeviceExecutor() { Stop(); }
+
+int DeviceExecutor::AddQueue(models::Model* model, Modality modality, BatchPolicy policy) {
+  absl::MutexLock lock(&mu_);
+  queues_.push_back(std::make_unique<Queue>(Queue{model, modality, BatchQueue(policy)}));
+  return static_cast<int>(queues_.size()) - 1;
+}
+
+void DeviceExecutor::SetBatchObserver(BatchObserver observer) { observer_ = std::move(observer); }
+
+void DeviceExecutor::Start() {
+  if (!thread_.joinable()) thread_ = std::thread([this] { RunLoop(); });
+}
+
+void DeviceExecutor::Stop() {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+  }
+  if (thread_.joinable()) thread_.join();
+}
+
+absl::Status DeviceExecutor::Enqueue(int queue_id, QueuedItem item) {
+  absl::MutexLock lock(&mu_);
+  Queue& queue = *queues_.at(queue_id);
+  if (!queue.items.Push(std::move(item))) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "the model's queue is full (", queue.items.policy().queue_capacity,
+        " items, --queue-capacity); retry with backoff"));
+  }
+  return absl::OkStatus();
+}
+
+int DeviceExecutor::QueueDepth(int queue_id) const {
+  absl::MutexLock lock(&mu_);
+  return queues_.at(queue_id)->items.size();
+}
+
+void DeviceExecutor::RunLoop() {
+  while (true) {
+    Queue* chosen = nullptr;
+    int chosen_id = -1;
+    std::vector<QueuedItem> batch;
+    std::vector<QueuedItem> skipped;
+    {
+      absl::MutexLock lock(&mu_);
+      while (chosen == nullptr) {
+        const absl::Time now = absl::Now();
+        absl::Time wake = absl::InfiniteFuture();
+        bool any_items = false;
+        const int n = static_cast<int>(queues_.size());
+        for (int k = 0; k < n && chosen == nullptr; ++k) {
+          const int id = (next_queue_ + k) % n;
+          Queue& q = *queues_[id];
+          if (q.items.empty()) continue;
+          any_items = true;
+          const absl::Time ready = q.items.ReadyAt();
+          // While stopping, flush without waiting for batches to fill.
+          if (ready <= now || stopping_) {
+            chosen = &q;
+            chosen_id = id;
+            next_queue_ = (id + 1) % n;
+          } else if (ready < wake) {
+            wake = ready;
+          }
+        }
+        if (chosen != nullptr) break;
+        if (stopping_ && !any_items) return;
+        // Sleep until a batch may be ready or the queues change.
+        const size_t sizes_before = [&] {
+          size_t s = 0;
+          for (auto& q : queues_) s += q->items.size();
+          return s;
+        }();
+        auto changed = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+          if (stopping_) return true;
+          size_t s = 0;
+          for (auto& q : queues_) s += q->items.size();
+          return s != sizes_before;
+        };
+        if (wake == absl::InfiniteFuture()) {
+          mu_.Await(absl::Condition(&changed));
+        } else {
+          mu_.AwaitWithDeadline(absl::Condition(&changed), wake);
+        }
+      }
+      batch = chosen->items.TakeBatch(absl::Now(), &skipped);
+    }
+    // Items skipped for cancellation or deadline: complete their calls (idempotent).
+    for (QueuedItem& item : skipped) item.call->Cancel();
+    RunBatch(*chosen, chosen_id, std::move(batch), static_cast<int>(skipped.size()));
+  }
+}
+
+void DeviceExecutor::RunBatch(Queue& queue, int queue_id, std::vector<QueuedItem> batch,
+                              int skipped) {
+  BatchReport report;
+  report.queue_id = queue_id;
+  report.size = static_cast<int>(batch.size());
+  report.skipped = skipped;
+  if (batch.empty()) {
+    if (observer_) observer_(report);
+    return;
+  }
+  const absl::Time start = absl::Now();
+  for (QueuedItem& item : batch) item.call->NoteQueueTime(start - item.enqueued);
+
+  absl::StatusOr<std::vector<models::Embedding>> outputs;
+  if (queue.modality == Modality::kText) {
+    std::vector<const models::TextInput*> inputs;
+    inputs.reserve(batch.size());
+    for (QueuedItem& item : batch) inputs.push_back(&item.call->text(item.index));
+    outputs = queue.model->EmbedTexts(inputs);
+  } else {
+    std::vector<const models::ImageInput*> inputs;
+    inputs.reserve(batch.size());
+    for (QueuedItem& item : batch) inputs.push_back(&item.call->image(item.index));
+    outputs = queue.model->EmbedImages(inputs);
+  }
+  report.inference = absl::Now() - start;
+  if (outputs.ok() && outputs->size() != batch.size()) {
+    outputs = absl::InternalError(absl::StrCat("the model returned ", outputs->size(),
+                                               " outputs for a batch of ", batch.size()));
+  }
+  report.status = outputs.status();
+  if (!outputs.ok()) {
+    for (QueuedItem& item : batch) item.call->Fail(outputs.status());
+  } else {
+    for (size_t i = 0; i < batch.size(); ++i) {
+      batch[i].call->NoteInferenceTime(report.inference);
+      batch[i].call->SetResult(batch[i].index, std::move((*outputs)[i]));
+    }
+  }
+  if (observer_) observer_(report);
+}
+
+}  // namespace embedserve::pipeline

@@ -1,0 +1,160 @@
+// Pipeline: model registry, preprocessing dispatch and hand-off to the device executor.
+#include "server/pipeline/pipeline.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+
+namespace embedserve::pipeline {
+
+Pipeline::Pipeline(PipelineOptions options) : options_(std::move(options)) {}
+
+Pipeline::~Pipeline() { Stop(); }
+
+void Pipeline::AddLoading(std::string name, std::string source) {
+  auto entry = std::make_unique<ModelEntry>();
+  entry->name = std::move(name);
+  entry->source = std::move(source);
+  absl::MutexLock lock(&mu_);
+  models_.push_back(std::move(entry));
+}
+
+ModelEntry* Pipeline::Find(absl::string_view name) const {
+  for (const auto& entry : models_) {
+    if (entry->name == name) return entry.get();
+  }
+  return nullptr;
+}
+
+void Pipeline::SetReady(absl::string_view name, std::unique_ptr<models::Model> model) {
+  absl::MutexLock lock(&mu_);
+  ModelEntry* entry = Find(name);
+  if (entry == nullptr) return;
+  entry->description = model->description();
+  entry->model = std::move(model);
+  if (entry->description.accepts_text) {
+    entry->text_queue =
+        executor_.AddQueue(entry->model.get(), Modality::kText, options_.text_policy);
+  }
+  if (entry->description.accepts_image) {
+    entry->image_queue =
+        executor_.AddQueue(entry->model.get(), Modality::kImage, options_.image_policy);
+  }
+  entry->state = ModelState::kReady;
+}
+
+void Pipeline::SetFailed(absl::string_view name, const absl::Status& why) {
+  absl::MutexLock lock(&mu_);
+  ModelEntry* entry = Find(name);
+  if (entry == nullptr) return;
+  entry->state = ModelState::kFailed;
+  entry->failure_code = why.code();
+  entry->state_message = std::string(why.message());
+}
+
+std::vector<ModelSnapshot> Pipeline::Models() const {
+  absl::MutexLock lock(&mu_);
+  std::vector<ModelSnapshot> out;
+  for (const auto& entry : models_) {
+    out.push_back(ModelSnapshot{entry->name, entry->source, entry->state, entry->state_message,
+                                entry->description});
+  }
+  return out;
+}
+
+void Pipeline::Start() {
+  if (!pool_) pool_ = std::make_unique<ThreadPool>(options_.preprocess_threads,
+                                                   options_.preprocess_queue);
+  executor_.Start();
+}
+
+void Pipeline::Stop() {
+  pool_.reset();  // runs accepted preprocessing, which enqueues into the executor
+  executor_.Stop();
+}
+
+absl::StatusOr<ModelEntry*> Pipeline::FindReady(absl::string_view name) const {
+  absl::MutexLock lock(&mu_);
+  if (ModelEntry* entry = Find(name)) {
+    switch (entry->state) {
+      case ModelState::kReady:
+        return entry;
+      case ModelState::kLoading:
+        return absl::UnavailableError(absl::StrCat("model '", name, "' is still loading"));
+      case ModelState::kFailed:
+        return absl::Status(entry->failure_code == absl::StatusCode::kUnimplemented
+                                ? absl::StatusCode::kUnimplemented
+                                : absl::StatusCode::kUnavailable,
+                            absl::StrCat("model '", name, "' failed to load: ",
+                                         entry->state_message));
+    }
+  }
+  std::string known;
+  for (const auto& entry : models_) absl::StrAppend(&known, known.empty() ? "" : ", ", entry->name);
+  return absl::NotFoundError(absl::StrCat("no model named '", name, "'; this server has: ",
+                                          known.empty() ? "(none)" : known));
+}
+
+void Pipeline::Submit(ModelEntry& model, std::shared_ptr<EmbedCall> call) {
+  for (int i = 0; i < call->size(); ++i) {
+    const CallInput& input = call->input(i);
+    const bool text = input.modality == Modality::kText;
+    if (text ? model.text_queue < 0 : model.image_queue < 0) {
+      call->Fail(absl::InvalidArgumentError(absl::StrCat(
+          input.field, ": model '", model.name, "' does not accept ", text ? "text" : "images")));
+      return;
+    }
+  }
+  if (call->size() == 0) {
+    call->Fail(absl::InvalidArgumentError("no inputs"));
+    return;
+  }
+  for (int i = 0; i < call->size(); ++i) {
+    std::shared_ptr<EmbedCall> shared = call;
+    ModelEntry* entry = &model;
+    if (!pool_ || !pool_->TrySchedule([this, entry, shared, i] { Prepare(*entry, shared, i); })) {
+      call->Fail(absl::ResourceExhaustedError(absl::StrCat(
+          "the preprocessing queue is full (", options_.preprocess_queue,
+          " tasks, --preprocess-queue); retry with backoff")));
+      return;
+    }
+  }
+}
+
+void Pipeline::Prepare(ModelEntry& model, const std::shared_ptr<EmbedCall>& call, int index) {
+  if (call->ShouldSkip(absl::Now())) {
+    call->Cancel();
+    return;
+  }
+  const absl::Time start = absl::Now();
+  const CallInput& input = call->input(index);
+  absl::Status status;
+  int cost = 1;
+  int queue = -1;
+  if (input.modality == Modality::kText) {
+    absl::StatusOr<models::TextInput> prepared =
+        model.model->PrepareText(input.data, call->truncate());
+    if (prepared.ok()) {
+      cost = static_cast<int>(prepared->token_ids.size());
+      call->text(index) = *std::move(prepared);
+    }
+    status = prepared.status();
+    queue = model.text_queue;
+  } else {
+    absl::StatusOr<models::ImageInput> prepared =
+        model.model->PrepareImage(input.data, options_.image_limits);
+    if (prepared.ok()) call->image(index) = *std::move(prepared);
+    status = prepared.status();
+    queue = model.image_queue;
+  }
+  const absl::Time end = absl::Now();
+  call->AddPreprocessTime(end - start);
+  if (!status.ok()) {
+    call->Fail(absl::Status(status.code(), absl::StrCat(input.field, ": ", status.message())));
+    return;
+  }
+  status = executor_.Enqueue(queue, QueuedItem{call, index, cost, end});
+  if (!status.ok()) call->Fail(status);
+}
+
+}  // namespace embedserve::pipeline

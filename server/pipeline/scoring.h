@@ -1,0 +1,34 @@
+// Scoring rules on host vectors: L2 normalization, cosine/dot, late-interaction MaxSim,
+// softmax, and top-k ordering. Pure CPU math with no model knowledge.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/types/span.h"
+
+namespace embedserve::pipeline {
+
+// A row-major [rows x dim] matrix view.
+struct MatrixView {
+  const float* data = nullptr;
+  int rows = 0;
+  int dim = 0;
+};
+
+// Scales each row of a [rows x dim] matrix to unit L2 norm (zero rows stay zero).
+void NormalizeRows(float* data, int rows, int dim);
+
+float Dot(const float* a, const float* b, int dim);
+
+// Late interaction: for each query row, the best dot product over the document's rows,
+// summed over query rows. With one row each it is the dot product.
+float MaxSim(const MatrixView& query, const MatrixView& document);
+
+// softmax(x) in place, numerically stable.
+void SoftmaxInPlace(std::vector<float>& logits);
+
+// Indices of `scores`, best first, ties in index order; at most `k` (k <= 0: all).
+std::vector<int> TopK(absl::Span<const float> scores, int k);
+
+}  // namespace embedserve::pipeline

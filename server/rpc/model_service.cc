@@ -1,0 +1,62 @@
+// ModelService handlers: snapshots of the pipeline's models as v1.ModelInfo.
+#include "server/rpc/model_service.h"
+
+#include "absl/strings/str_cat.h"
+
+namespace embedserve::rpc {
+namespace {
+
+void ToModelInfo(const pipeline::ModelSnapshot& model, v1::ModelInfo* out) {
+  out->set_name(model.name);
+  out->set_source(model.source);
+  switch (model.state) {
+    case pipeline::ModelState::kLoading: out->set_state(v1::MODEL_STATE_LOADING); break;
+    case pipeline::ModelState::kReady: out->set_state(v1::MODEL_STATE_READY); break;
+    case pipeline::ModelState::kFailed: out->set_state(v1::MODEL_STATE_FAILED); break;
+  }
+  out->set_state_message(model.state_message);
+  const models::ModelDescription& d = model.description;
+  out->set_family(d.family);
+  out->set_architecture(d.architecture);
+  if (d.accepts_text) out->add_modalities(v1::MODALITY_TEXT);
+  if (d.accepts_image) out->add_modalities(v1::MODALITY_IMAGE);
+  out->set_embedding_dim(d.embedding_dim);
+  out->set_multi_vector(d.multi_vector);
+  out->set_context_length(d.context_length);
+  out->set_image_size(d.image_size);
+  out->set_dtype(d.dtype);
+  out->set_device(d.device);
+  out->set_scoring(d.scoring);
+  out->set_logit_scale(d.logit_scale);
+}
+
+}  // namespace
+
+grpc::ServerUnaryReactor* ModelServiceImpl::ListModels(grpc::CallbackServerContext* context,
+                                                       const v1::ListModelsRequest*,
+                                                       v1::ListModelsResponse* response) {
+  for (const pipeline::ModelSnapshot& model : pipeline_->Models()) {
+    ToModelInfo(model, response->add_models());
+  }
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* ModelServiceImpl::GetModel(grpc::CallbackServerContext* context,
+                                                     const v1::GetModelRequest* request,
+                                                     v1::GetModelResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  for (const pipeline::ModelSnapshot& model : pipeline_->Models()) {
+    if (model.name == request->name()) {
+      ToModelInfo(model, response->mutable_model());
+      reactor->Finish(grpc::Status::OK);
+      return reactor;
+    }
+  }
+  reactor->Finish(grpc::Status(grpc::StatusCode::NOT_FOUND,
+                               absl::StrCat("no model named '", request->name(), "'")));
+  return reactor;
+}
+
+}  // namespace embedserve::rpc

@@ -1,0 +1,146 @@
+// Server start-up and shutdown: socket preparation, builder settings, health, reflection.
+#include "server/rpc/server.h"
+
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/security/server_credentials.h>
+#include <grpcpp/server_builder.h>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "grpc/health/v1/health.pb.h"
+#include "server/rpc/embed_service.h"
+#include "server/rpc/model_service.h"
+
+namespace embedserve::rpc {
+
+std::string UnixSocketPath(const std::string& address) {
+  if (absl::StartsWith(address, "unix://")) return address.substr(7);
+  if (absl::StartsWith(address, "unix:")) return address.substr(5);
+  return "";
+}
+
+absl::Status PrepareSocketPath(const std::string& path) {
+  struct stat st;
+  if (lstat(path.c_str(), &st) != 0) {
+    if (errno == ENOENT) return absl::OkStatus();
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot inspect socket path ", path, ": ", std::strerror(errno)));
+  }
+  if (!S_ISSOCK(st.st_mode)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        path, " exists and is not a socket; refusing to replace it"));
+  }
+  sockaddr_un addr{};
+  if (path.size() >= sizeof(addr.sun_path)) {
+    return absl::InvalidArgumentError(absl::StrCat("socket path too long: ", path));
+  }
+  addr.sun_family = AF_UNIX;
+  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  const int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+  if (fd < 0) return absl::InternalError(absl::StrCat("socket(): ", std::strerror(errno)));
+  const bool live = connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+  close(fd);
+  if (live) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "another server is listening on ", path, "; stop it or choose another --listen"));
+  }
+  if (unlink(path.c_str()) != 0 && errno != ENOENT) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot remove stale socket ", path, ": ", std::strerror(errno)));
+  }
+  return absl::OkStatus();
+}
+
+Server::~Server() {
+  if (!shut_down_ && server_) Shutdown(absl::Now());
+}
+
+absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerConfig& config,
+                                                      pipeline::Pipeline* pipeline) {
+  if (config.listen.empty()) return absl::InvalidArgumentError("no --listen address given");
+  // Reflection must see health.proto: touching the descriptor keeps it linked in.
+  (void)grpc::health::v1::HealthCheckRequest::descriptor();
+  grpc::EnableDefaultHealthCheckService(true);
+  if (config.reflection) grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+
+  std::unique_ptr<Server> server(new Server());
+  grpc::ServerBuilder builder;
+  builder.SetMaxReceiveMessageSize(config.max_message_bytes);
+  builder.SetMaxSendMessageSize(config.max_message_bytes);
+  std::vector<std::unique_ptr<int>> ports;
+  for (const std::string& address : config.listen) {
+    const std::string path = UnixSocketPath(address);
+    if (!path.empty()) {
+      absl::Status prepared = PrepareSocketPath(path);
+      if (!prepared.ok()) return prepared;
+      server->socket_paths_.push_back(path);
+      builder.AddListeningPort(absl::StrCat("unix:", path), grpc::InsecureServerCredentials());
+    } else {
+      ports.push_back(std::make_unique<int>(0));
+      builder.AddListeningPort(address, grpc::InsecureServerCredentials(), ports.back().get());
+    }
+  }
+  auto embed = std::make_unique<EmbedServiceImpl>(pipeline, config.limits);
+  auto models = std::make_unique<ModelServiceImpl>(pipeline);
+  builder.RegisterService(embed.get());
+  builder.RegisterService(models.get());
+
+  // Sockets are created with the requested mode (umask applies at bind time).
+  const mode_t old_mask = umask(static_cast<mode_t>(~config.socket_mode & 0777));
+  server->server_ = builder.BuildAndStart();
+  umask(old_mask);
+  if (!server->server_) {
+    return absl::UnavailableError(absl::StrCat(
+        "could not bind every listen address (", config.listen.size(),
+        " given); is a port in use or a directory missing?"));
+  }
+  for (const auto& port : ports) {
+    if (*port == 0) return absl::UnavailableError("a TCP listen address could not be bound");
+    server->tcp_ports_.push_back(*port);
+  }
+  for (const std::string& path : server->socket_paths_) {
+    chmod(path.c_str(), static_cast<mode_t>(config.socket_mode));
+  }
+  server->callback_services_.push_back(std::move(embed));
+  server->callback_services_.push_back(std::move(models));
+  server->health_names_.push_back("");
+  server->health_names_.push_back("embedserve.v1.EmbedService");
+  server->health_names_.push_back("embedserve.v1.ModelService");
+  for (const pipeline::ModelSnapshot& model : pipeline->Models()) {
+    server->health_names_.push_back(model.name);
+  }
+  server->SetAllNotServing();
+  return server;
+}
+
+void Server::SetServing(const std::string& service, bool serving) {
+  if (auto* health = server_->GetHealthCheckService()) {
+    health->SetServingStatus(service, serving);
+  }
+}
+
+void Server::SetAllNotServing() {
+  for (const std::string& name : health_names_) SetServing(name, false);
+}
+
+void Server::Shutdown(absl::Time deadline) {
+  if (shut_down_) return;
+  shut_down_ = true;
+  SetAllNotServing();
+  server_->Shutdown(absl::ToChronoTime(deadline));
+  server_->Wait();
+  for (const std::string& path : socket_paths_) unlink(path.c_str());
+}
+
+void Server::Wait() { server_->Wait(); }
+
+}  // namespace embedserve::rpc

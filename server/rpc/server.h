@@ -1,0 +1,71 @@
+// The gRPC server process edge: listeners (unix sockets and TCP), message size limits,
+// reflection, health, and graceful shutdown. Owns the services; the pipeline is borrowed.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <grpcpp/server.h>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "server/pipeline/pipeline.h"
+#include "server/rpc/limits.h"
+
+namespace embedserve::rpc {
+
+struct ServerConfig {
+  // "unix:/path" or "host:port" (a bare "host:port" is TCP).
+  std::vector<std::string> listen;
+  // Permissions of created unix sockets.
+  int socket_mode = 0660;
+  int max_message_bytes = 64 << 20;
+  bool reflection = true;
+  RequestLimits limits;
+};
+
+// Not thread-safe except SetServing/SetAllNotServing (safe from any thread).
+class Server {
+ public:
+  ~Server();
+
+  // Prepares unix socket paths (a stale socket file is removed; a live one, or a path that
+  // is not a socket, is an error), binds every listener and starts serving. Health starts
+  // NOT_SERVING for "" and each model until SetServing.
+  static absl::StatusOr<std::unique_ptr<Server>> Start(const ServerConfig& config,
+                                                       pipeline::Pipeline* pipeline);
+
+  // The TCP ports actually bound, in listen order (useful with port 0).
+  const std::vector<int>& tcp_ports() const { return tcp_ports_; }
+
+  // Health for one service name ("" = the whole server; a model's name = that model).
+  void SetServing(const std::string& service, bool serving);
+  void SetAllNotServing();
+
+  // Stops accepting calls, lets in-flight calls finish until `deadline`, cancels the rest,
+  // then removes the unix socket files.
+  void Shutdown(absl::Time deadline);
+  void Wait();
+
+ private:
+  Server() = default;
+
+  std::unique_ptr<grpc::Server> server_;
+  std::vector<std::unique_ptr<grpc::Service>> services_;
+  std::vector<std::unique_ptr<grpc::Service>> callback_services_;
+  std::vector<std::string> socket_paths_;
+  std::vector<std::string> health_names_;
+  std::vector<int> tcp_ports_;
+  bool shut_down_ = false;
+};
+
+// Parses "unix:PATH" / "unix://PATH"; returns the path or "" if `address` is not unix.
+std::string UnixSocketPath(const std::string& address);
+
+// Makes `path` usable for a new socket: absent is fine; a stale socket (nobody accepts) is
+// removed; a live socket or a non-socket file is FAILED_PRECONDITION.
+absl::Status PrepareSocketPath(const std::string& path);
+
+}  // namespace embedserve::rpc
