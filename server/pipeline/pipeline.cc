@@ -74,6 +74,9 @@ void Pipeline::Stop() {
 }
 
 absl::StatusOr<ModelEntry*> Pipeline::FindReady(absl::string_view name) const {
+  if (name.empty()) {
+    return absl::InvalidArgumentError("model: empty; name a model from ModelService.ListModels");
+  }
   absl::MutexLock lock(&mu_);
   if (ModelEntry* entry = Find(name)) {
     switch (entry->state) {

@@ -1,0 +1,104 @@
+// The synchronous C++ client.
+#include "client/embedserve_client.h"
+
+#include <grpcpp/create_channel.h>
+#include <grpcpp/security/credentials.h>
+
+#include "common/status.h"
+
+namespace embedserve::client {
+namespace {
+
+template <typename Response>
+absl::StatusOr<Response> Result(const grpc::Status& status, Response response) {
+  if (!status.ok()) return FromGrpcStatus(status);
+  return response;
+}
+
+}  // namespace
+
+std::unique_ptr<Client> Client::Create(const std::string& target, ClientOptions options) {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(options.max_message_bytes);
+  args.SetMaxSendMessageSize(options.max_message_bytes);
+  auto channel =
+      grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
+  return std::unique_ptr<Client>(new Client(std::move(channel), options));
+}
+
+Client::Client(std::shared_ptr<grpc::Channel> channel, ClientOptions options)
+    : options_(options),
+      channel_(std::move(channel)),
+      embed_(v1::EmbedService::NewStub(channel_)),
+      models_(v1::ModelService::NewStub(channel_)),
+      health_(grpc::health::v1::Health::NewStub(channel_)) {}
+
+void Client::Prepare(grpc::ClientContext* context) const {
+  if (options_.timeout != absl::InfiniteDuration()) {
+    context->set_deadline(absl::ToChronoTime(absl::Now() + options_.timeout));
+  }
+}
+
+absl::StatusOr<grpc::health::v1::HealthCheckResponse::ServingStatus> Client::Health(
+    const std::string& service) {
+  grpc::ClientContext context;
+  Prepare(&context);
+  grpc::health::v1::HealthCheckRequest request;
+  request.set_service(service);
+  grpc::health::v1::HealthCheckResponse response;
+  grpc::Status status = health_->Check(&context, request, &response);
+  if (!status.ok()) return FromGrpcStatus(status);
+  return response.status();
+}
+
+absl::StatusOr<v1::ListModelsResponse> Client::ListModels() {
+  grpc::ClientContext context;
+  Prepare(&context);
+  v1::ListModelsResponse response;
+  grpc::Status status = models_->ListModels(&context, v1::ListModelsRequest(), &response);
+  return Result(status, std::move(response));
+}
+
+absl::StatusOr<v1::GetModelResponse> Client::GetModel(const std::string& name) {
+  grpc::ClientContext context;
+  Prepare(&context);
+  v1::GetModelRequest request;
+  request.set_name(name);
+  v1::GetModelResponse response;
+  grpc::Status status = models_->GetModel(&context, request, &response);
+  return Result(status, std::move(response));
+}
+
+absl::StatusOr<v1::EmbedResponse> Client::Embed(const v1::EmbedRequest& request) {
+  grpc::ClientContext context;
+  Prepare(&context);
+  v1::EmbedResponse response;
+  grpc::Status status = embed_->Embed(&context, request, &response);
+  return Result(status, std::move(response));
+}
+
+absl::StatusOr<v1::RerankResponse> Client::Rerank(const v1::RerankRequest& request) {
+  grpc::ClientContext context;
+  Prepare(&context);
+  v1::RerankResponse response;
+  grpc::Status status = embed_->Rerank(&context, request, &response);
+  return Result(status, std::move(response));
+}
+
+absl::StatusOr<v1::ClassifyResponse> Client::Classify(const v1::ClassifyRequest& request) {
+  grpc::ClientContext context;
+  Prepare(&context);
+  v1::ClassifyResponse response;
+  grpc::Status status = embed_->Classify(&context, request, &response);
+  return Result(status, std::move(response));
+}
+
+absl::StatusOr<v1::TokenizeResponse> Client::Tokenize(const v1::TokenizeRequest& request) {
+  grpc::ClientContext context;
+  Prepare(&context);
+  v1::TokenizeResponse response;
+  grpc::Status status = embed_->Tokenize(&context, request, &response);
+  return Result(status, std::move(response));
+}
+
+}  // namespace embedserve::client

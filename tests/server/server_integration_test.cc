@@ -1,0 +1,208 @@
+// The real server binary, over a unix socket and TCP: health, models, error statuses,
+// streaming order, socket handling and graceful shutdown.
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <thread>
+
+#include <catch2/catch.hpp>
+#include <grpcpp/grpcpp.h>
+
+#include "client/embedserve_client.h"
+#include "tests/server/server_process.h"
+
+using embedserve::client::Client;
+using embedserve::testing::ServerProcess;
+namespace v1 = embedserve::v1;
+
+namespace {
+
+// A directory that looks like no model family at all.
+std::string NotAModelDir() {
+  static const std::string dir = [] {
+    char tmpl[] = "/tmp/embedserve-notamodel-XXXXXX";
+    return std::string(mkdtemp(tmpl));
+  }();
+  return dir;
+}
+
+v1::EmbedRequest TextRequest(const std::string& model, const std::string& text) {
+  v1::EmbedRequest request;
+  request.set_model(model);
+  request.add_inputs()->set_text(text);
+  return request;
+}
+
+}  // namespace
+
+TEST_CASE("the server answers health, models and error statuses on both transports") {
+  ServerProcess server({"--model", "broken=" + NotAModelDir(), "--continue-on-model-failure",
+                        "--max-message-bytes", "1048576"});
+  REQUIRE(server.healthy());
+
+  for (const std::string& target : {server.unix_target(), server.tcp_target()}) {
+    INFO("target " << target);
+    auto client = Client::Create(target);
+
+    SECTION("health is SERVING for the server and NOT_SERVING for a failed model") {
+      auto overall = client->Health("");
+      REQUIRE(overall.ok());
+      CHECK(*overall == grpc::health::v1::HealthCheckResponse::SERVING);
+      auto broken = client->Health("broken");
+      REQUIRE(broken.ok());
+      CHECK(*broken == grpc::health::v1::HealthCheckResponse::NOT_SERVING);
+      auto unknown = client->Health("no-such-service");
+      CHECK(unknown.status().code() == absl::StatusCode::kNotFound);
+    }
+
+    SECTION("ListModels reports the failed model with its reason") {
+      auto models = client->ListModels();
+      REQUIRE(models.ok());
+      REQUIRE(models->models_size() == 1);
+      const v1::ModelInfo& info = models->models(0);
+      CHECK(info.name() == "broken");
+      CHECK(info.state() == v1::MODEL_STATE_FAILED);
+      CHECK_THAT(info.state_message(), Catch::Contains("neither open_clip_config.json"));
+      CHECK(client->GetModel("nope").status().code() == absl::StatusCode::kNotFound);
+    }
+
+    SECTION("an unknown model is NOT_FOUND and names the models there are") {
+      auto response = client->Embed(TextRequest("nope", "a dog"));
+      CHECK(response.status().code() == absl::StatusCode::kNotFound);
+      CHECK_THAT(std::string(response.status().message()), Catch::Contains("broken"));
+    }
+
+    SECTION("an empty request is INVALID_ARGUMENT naming the field") {
+      auto response = client->Embed(v1::EmbedRequest());
+      CHECK(response.status().code() == absl::StatusCode::kInvalidArgument);
+      CHECK_THAT(std::string(response.status().message()), Catch::Contains("model"));
+      v1::TokenizeRequest tokenize;
+      CHECK(client->Tokenize(tokenize).status().code() == absl::StatusCode::kInvalidArgument);
+    }
+
+    SECTION("a model that failed to load is UNAVAILABLE with the reason") {
+      auto response = client->Embed(TextRequest("broken", "a dog"));
+      CHECK(response.status().code() == absl::StatusCode::kUnavailable);
+      CHECK_THAT(std::string(response.status().message()), Catch::Contains("failed to load"));
+    }
+
+    SECTION("a message over --max-message-bytes is RESOURCE_EXHAUSTED") {
+      v1::EmbedRequest request;
+      request.set_model("broken");
+      request.add_inputs()->set_image(std::string(2 << 20, 'x'));
+      auto response = client->Embed(request);
+      CHECK(response.status().code() == absl::StatusCode::kResourceExhausted);
+    }
+  }
+}
+
+TEST_CASE("a unix socket is created with mode 0660, a stale one replaced, and removed on exit") {
+  char tmpl[] = "/tmp/embedserve-sock-XXXXXX";
+  const std::string dir = mkdtemp(tmpl);
+  const std::string path = dir + "/s.sock";
+  {
+    // A stale socket file: bound once, nobody listening.
+    const int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::strcpy(addr.sun_path, path.c_str());
+    REQUIRE(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+    close(fd);
+    REQUIRE(std::filesystem::exists(path));
+  }
+  ServerProcess server({"--listen", "unix:" + path});
+  REQUIRE(server.healthy());
+  struct stat st;
+  REQUIRE(stat(path.c_str(), &st) == 0);
+  CHECK(S_ISSOCK(st.st_mode));
+  CHECK((st.st_mode & 0777) == 0660);
+  auto client = Client::Create("unix:" + path);
+  CHECK(client->ListModels().ok());
+
+  SECTION("a second server on the same live socket refuses to start") {
+    ServerProcess second({"--listen", "unix:" + path}, 10);
+    CHECK_FALSE(second.healthy());
+    CHECK(second.WaitExit() == 1);
+    CHECK(std::filesystem::exists(path));  // the live socket was left alone
+  }
+  CHECK(server.StopWith(SIGTERM) == 0);
+  CHECK_FALSE(std::filesystem::exists(path));
+  CHECK_FALSE(std::filesystem::exists(server.socket_path()));
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("a path that is not a socket is never replaced") {
+  char tmpl[] = "/tmp/embedserve-file-XXXXXX";
+  const std::string dir = mkdtemp(tmpl);
+  const std::string path = dir + "/precious.txt";
+  std::ofstream(path) << "keep me";
+  ServerProcess server({"--listen", "unix:" + path}, 10);
+  CHECK_FALSE(server.healthy());
+  CHECK(server.WaitExit() == 1);
+  std::ifstream in(path);
+  std::string content;
+  std::getline(in, content);
+  CHECK(content == "keep me");
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("EmbedStream answers every message in order and keeps going after errors") {
+  ServerProcess server({});
+  REQUIRE(server.healthy());
+  auto client = Client::Create(server.unix_target());
+  grpc::ClientContext context;
+  auto stream = client->embed_stub().EmbedStream(&context);
+  for (int i = 0; i < 20; ++i) {
+    v1::EmbedStreamRequest request;
+    request.set_id("m" + std::to_string(i));
+    request.set_model(i % 2 == 0 ? "nope" : "");
+    request.add_inputs()->set_text("x");
+    REQUIRE(stream->Write(request));
+  }
+  stream->WritesDone();
+  for (int i = 0; i < 20; ++i) {
+    v1::EmbedStreamResponse response;
+    REQUIRE(stream->Read(&response));
+    CHECK(response.id() == "m" + std::to_string(i));
+    CHECK(response.error().code() ==
+          (i % 2 == 0 ? grpc::StatusCode::NOT_FOUND : grpc::StatusCode::INVALID_ARGUMENT));
+  }
+  v1::EmbedStreamResponse extra;
+  CHECK_FALSE(stream->Read(&extra));
+  CHECK(stream->Finish().ok());
+}
+
+TEST_CASE("SIGTERM lets an in-flight call complete, then the server exits 0 and removes its socket") {
+  ServerProcess server({"--drain-timeout-s", "20"});
+  REQUIRE(server.healthy());
+  auto client = Client::Create(server.unix_target());
+  grpc::ClientContext context;
+  auto stream = client->embed_stub().EmbedStream(&context);
+  v1::EmbedStreamRequest request;
+  request.set_id("before");
+  request.set_model("nope");
+  request.add_inputs()->set_text("x");
+  REQUIRE(stream->Write(request));
+  v1::EmbedStreamResponse response;
+  REQUIRE(stream->Read(&response));
+  CHECK(response.id() == "before");
+
+  // The call is still open when the drain starts; it keeps working until it ends.
+  kill(server.pid(), SIGTERM);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  request.set_id("during-drain");
+  REQUIRE(stream->Write(request));
+  REQUIRE(stream->Read(&response));
+  CHECK(response.id() == "during-drain");
+  stream->WritesDone();
+  CHECK(stream->Finish().ok());
+
+  CHECK(server.WaitExit(30) == 0);
+  CHECK_FALSE(std::filesystem::exists(server.socket_path()));
+}

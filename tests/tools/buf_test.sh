@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# The README's grpcurl-style recipes, run with `buf curl` and no proto files: reflection
+# lists the services, Health/Check and ModelService answer over the unix socket and TCP,
+# and `buf lint` passes on proto/.
+# Usage: buf_test.sh BUF SERVER_BINARY PROTO_DIR [MODEL_SPEC]
+set -euo pipefail
+buf="$1"; server="$2"; proto="$3"; model="${4:-}"
+if [ ! -x "$buf" ]; then echo "buf not found at $buf: run scripts/install-deps"; exit 1; fi
+
+(cd "$proto" && "$buf" lint)
+echo "ok: buf lint"
+
+dir="$(mktemp -d)"
+sock="$dir/s.sock"
+port="$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+args=(--listen "unix:$sock" --listen "127.0.0.1:$port" --log-level warning)
+[ -n "$model" ] && args+=(--model "$model")
+"$server" "${args[@]}" &
+pid=$!
+trap 'kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true; rm -rf "$dir"' EXIT
+
+unix=(--protocol grpc --http2-prior-knowledge --unix-socket "$sock")
+for _ in $(seq 1 300); do
+  if "$buf" curl "${unix[@]}" http://localhost/grpc.health.v1.Health/Check 2>/dev/null | grep -q '"SERVING"'; then break; fi
+  sleep 0.1
+done
+
+methods="$("$buf" curl "${unix[@]}" --list-methods http://localhost)"
+for m in grpc.health.v1.Health/Check embedserve.v1.EmbedService/Embed \
+         embedserve.v1.EmbedService/EmbedStream embedserve.v1.EmbedService/Rerank \
+         embedserve.v1.EmbedService/Classify embedserve.v1.EmbedService/Tokenize \
+         embedserve.v1.ModelService/ListModels; do
+  grep -qx "$m" <<<"$methods" || { echo "missing from --list-methods: $m"; echo "$methods"; exit 1; }
+done
+echo "ok: --list-methods over the unix socket"
+
+for target in unix tcp; do
+  if [ $target = unix ]; then opts=("${unix[@]}"); base=http://localhost;
+  else opts=(--protocol grpc --http2-prior-knowledge); base="http://127.0.0.1:$port"; fi
+  out="$("$buf" curl "${opts[@]}" "$base/grpc.health.v1.Health/Check")"
+  grep -q '"status": "SERVING"' <<<"$out" || { echo "health over $target: $out"; exit 1; }
+  out="$("$buf" curl "${opts[@]}" "$base/embedserve.v1.ModelService/ListModels")"
+  grep -q '"models"\|{}' <<<"$out" || { echo "ListModels over $target: $out"; exit 1; }
+  # An error status comes back as JSON with its code.
+  if out="$("$buf" curl "${opts[@]}" -d '{"model":"nope","inputs":[{"text":"a"}]}' "$base/embedserve.v1.EmbedService/Embed" 2>&1)"; then
+    echo "Embed to an unknown model succeeded over $target: $out"; exit 1
+  fi
+  grep -q '"not_found"' <<<"$out" || { echo "expected not_found over $target: $out"; exit 1; }
+  echo "ok: health, ListModels and a NOT_FOUND over $target"
+done
+
+if [ -n "$model" ]; then
+  name="${model%%=*}"
+  out="$("$buf" curl "${unix[@]}" -d "{\"model\":\"$name\",\"inputs\":[{\"text\":\"a photo of a dog\"}]}" http://localhost/embedserve.v1.EmbedService/Embed)"
+  grep -q '"values"' <<<"$out" || { echo "Embed JSON has no values: $out"; exit 1; }
+  echo "ok: Embed as JSON with a float list"
+fi
