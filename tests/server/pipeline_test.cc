@@ -1,0 +1,275 @@
+// The pipeline with a fake model: batches by size, by delay and by token budget; deadlines,
+// cancellation, queue-full rejection, order within a call, and failure isolation.
+#include <atomic>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <catch2/catch.hpp>
+
+#include "absl/strings/numbers.h"
+#include "absl/synchronization/notification.h"
+#include "server/pipeline/batch_queue.h"
+#include "server/pipeline/pipeline.h"
+
+namespace embedserve::pipeline {
+namespace {
+
+// A fake model: a text "N" (a number) becomes N tokens and the 2-d vector [N, batch size];
+// "bad" fails in preprocessing; "boom" fails its whole forward. Records batch sizes.
+class FakeModel : public models::Model {
+ public:
+  FakeModel() {
+    description_.family = "fake";
+    description_.accepts_text = true;
+    description_.embedding_dim = 2;
+  }
+  const models::ModelDescription& description() const override { return description_; }
+
+  absl::StatusOr<models::TextInput> PrepareText(absl::string_view text, bool) const override {
+    if (text == "bad") return absl::InvalidArgumentError("bad text");
+    models::TextInput input;
+    int n = 1;
+    if (text == "boom") n = -1;
+    else if (!absl::SimpleAtoi(text, &n)) n = 1;
+    input.token_ids.assign(n < 0 ? 1 : n, n < 0 ? -1 : 7);
+    return input;
+  }
+  absl::StatusOr<models::ImageInput> PrepareImage(absl::string_view,
+                                                  const models::ImageLimits&) const override {
+    return absl::UnimplementedError("no images");
+  }
+  absl::StatusOr<std::vector<models::Embedding>> EmbedTexts(
+      absl::Span<const models::TextInput* const> texts) override {
+    if (entered != nullptr && !entered->HasBeenNotified()) entered->Notify();
+    if (gate != nullptr) gate->WaitForNotification();
+    std::vector<int> lengths;
+    for (const auto* t : texts) {
+      if (t->token_ids[0] == -1) {
+        batch_sizes.push_back(static_cast<int>(texts.size()));
+        return absl::InternalError("forward failed");
+      }
+      lengths.push_back(static_cast<int>(t->token_ids.size()));
+    }
+    {
+      absl::MutexLock lock(&mu);
+      batch_sizes.push_back(static_cast<int>(texts.size()));
+      batch_lengths.push_back(lengths);
+    }
+    std::vector<models::Embedding> out;
+    for (const auto* t : texts) {
+      out.push_back({1, 2, {static_cast<float>(t->token_ids.size()),
+                            static_cast<float>(texts.size())}});
+    }
+    return out;
+  }
+  absl::StatusOr<std::vector<models::Embedding>> EmbedImages(
+      absl::Span<const models::ImageInput* const>) override {
+    return absl::UnimplementedError("no images");
+  }
+
+  absl::Mutex mu;
+  std::vector<int> batch_sizes;
+  std::vector<std::vector<int>> batch_lengths;
+  absl::Notification* gate = nullptr;
+  absl::Notification* entered = nullptr;
+  models::ModelDescription description_;
+};
+
+struct Outcome {
+  absl::Notification done;
+  absl::Status status;
+  std::vector<models::Embedding> results;
+};
+
+std::shared_ptr<EmbedCall> MakeCall(std::vector<std::string> texts, Outcome* outcome,
+                                    absl::Time deadline = absl::InfiniteFuture()) {
+  std::vector<CallInput> inputs;
+  for (size_t i = 0; i < texts.size(); ++i) {
+    inputs.push_back({Modality::kText, texts[i], "inputs[" + std::to_string(i) + "]"});
+  }
+  return std::make_shared<EmbedCall>(std::move(inputs), true, deadline,
+                                     [outcome](const absl::Status& s, EmbedCall& call) {
+                                       outcome->status = s;
+                                       if (s.ok()) outcome->results = call.results();
+                                       outcome->done.Notify();
+                                     });
+}
+
+struct Harness {
+  explicit Harness(BatchPolicy policy, int preprocess_queue = 4096) {
+    PipelineOptions options;
+    options.text_policy = policy;
+    options.preprocess_threads = 2;
+    options.preprocess_queue = preprocess_queue;
+    pipeline = std::make_unique<Pipeline>(options);
+    auto owned = std::make_unique<FakeModel>();
+    model = owned.get();
+    pipeline->AddLoading("fake", "memory");
+    pipeline->SetReady("fake", std::move(owned));
+    pipeline->Start();
+    entry = *pipeline->FindReady("fake");
+  }
+  FakeModel* model;
+  ModelEntry* entry;
+  std::unique_ptr<Pipeline> pipeline;
+};
+
+}  // namespace
+
+TEST_CASE("results come back in input order, one per input") {
+  BatchPolicy policy;
+  policy.max_batch_size = 3;
+  policy.max_queue_delay = absl::Milliseconds(1);
+  Harness h(policy);
+  Outcome outcome;
+  h.pipeline->Submit(*h.entry, MakeCall({"5", "1", "9", "2", "7", "3", "8"}, &outcome));
+  REQUIRE(outcome.done.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  REQUIRE(outcome.status.ok());
+  const std::vector<float> expected = {5, 1, 9, 2, 7, 3, 8};
+  REQUIRE(outcome.results.size() == expected.size());
+  for (size_t i = 0; i < expected.size(); ++i) CHECK(outcome.results[i].values[0] == expected[i]);
+  for (int size : h.model->batch_sizes) CHECK(size <= 3);
+}
+
+TEST_CASE("items from many concurrent calls are grouped into one batch up to max_batch_size") {
+  BatchPolicy policy;
+  policy.max_batch_size = 8;
+  policy.max_queue_delay = absl::Milliseconds(200);  // long: only a full batch runs early
+  Harness h(policy);
+  std::vector<Outcome> outcomes(8);
+  const absl::Time start = absl::Now();
+  for (auto& o : outcomes) h.pipeline->Submit(*h.entry, MakeCall({"4"}, &o));
+  for (auto& o : outcomes) REQUIRE(o.done.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  // One forward with all 8 (each result reports the batch size it ran in), and it did not
+  // wait for the delay because the batch was full.
+  for (auto& o : outcomes) CHECK(o.results[0].values[1] == 8);
+  CHECK(h.model->batch_sizes == std::vector<int>{8});
+  CHECK(absl::Now() - start < absl::Milliseconds(190));
+}
+
+TEST_CASE("a partial batch runs once the oldest item has waited max_queue_delay") {
+  BatchPolicy policy;
+  policy.max_batch_size = 32;
+  policy.max_queue_delay = absl::Milliseconds(100);
+  Harness h(policy);
+  Outcome outcome;
+  const absl::Time start = absl::Now();
+  h.pipeline->Submit(*h.entry, MakeCall({"3", "3", "3"}, &outcome));
+  REQUIRE(outcome.done.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  CHECK(absl::Now() - start >= absl::Milliseconds(100));
+  CHECK(h.model->batch_sizes == std::vector<int>{3});
+}
+
+TEST_CASE("the token budget bounds padded tokens per batch and groups texts by length") {
+  BatchQueue queue(BatchPolicy{8, absl::ZeroDuration(), 100, /*max_batch_tokens=*/40});
+  Outcome outcome;
+  auto call = MakeCall(std::vector<std::string>(6, "x"), &outcome);
+  const absl::Time t = absl::Now();
+  const int costs[] = {10, 30, 9, 11, 30, 10};
+  for (int i = 0; i < 6; ++i) REQUIRE(queue.Push({call, i, costs[i], t}));
+  std::vector<QueuedItem> skipped;
+  // Head costs 10; the closest lengths join while longest x count <= 40: 10, 10, 9 (30
+  // padded tokens); 11 would make 11 x 4 = 44. They leave in queue order.
+  auto costs_of = [](const std::vector<QueuedItem>& batch) {
+    std::vector<int> out;
+    for (const auto& item : batch) out.push_back(item.cost);
+    return out;
+  };
+  CHECK(costs_of(queue.TakeBatch(t, &skipped)) == std::vector<int>{10, 9, 10});
+  // Left: 30, 11, 30. Any pair with a 30 pads to 60 > 40, so each goes alone, oldest first.
+  CHECK(costs_of(queue.TakeBatch(t, &skipped)) == std::vector<int>{30});
+  CHECK(costs_of(queue.TakeBatch(t, &skipped)) == std::vector<int>{11});
+  CHECK(costs_of(queue.TakeBatch(t, &skipped)) == std::vector<int>{30});
+  CHECK(queue.empty());
+  CHECK(skipped.empty());
+}
+
+TEST_CASE("a full queue refuses at once with RESOURCE_EXHAUSTED") {
+  BatchPolicy policy;
+  policy.max_batch_size = 1;
+  policy.queue_capacity = 2;
+  policy.max_queue_delay = absl::ZeroDuration();
+  Harness h(policy);
+  absl::Notification gate, entered;
+  h.model->gate = &gate;  // the device is busy until released
+  h.model->entered = &entered;
+  std::vector<Outcome> outcomes(6);
+  h.pipeline->Submit(*h.entry, MakeCall({"2"}, &outcomes[0]));
+  REQUIRE(entered.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  for (int i = 1; i < 6; ++i) h.pipeline->Submit(*h.entry, MakeCall({"2"}, &outcomes[i]));
+  // One runs (blocked), two wait, the other three are refused without waiting.
+  int refused = 0;
+  for (auto& o : outcomes) {
+    if (o.done.WaitForNotificationWithTimeout(absl::Milliseconds(500))) {
+      CHECK(o.status.code() == absl::StatusCode::kResourceExhausted);
+      CHECK_THAT(std::string(o.status.message()), Catch::Contains("retry"));
+      ++refused;
+    }
+  }
+  CHECK(refused == 3);
+  gate.Notify();
+  for (auto& o : outcomes) REQUIRE(o.done.WaitForNotificationWithTimeout(absl::Seconds(10)));
+}
+
+TEST_CASE("a call past its deadline or cancelled is dropped before it costs compute") {
+  BatchPolicy policy;
+  policy.max_batch_size = 4;
+  policy.max_queue_delay = absl::Milliseconds(50);
+  Harness h(policy);
+
+  SECTION("deadline") {
+    Outcome outcome;
+    h.pipeline->Submit(*h.entry, MakeCall({"1", "2"}, &outcome, absl::Now() + absl::Milliseconds(10)));
+    REQUIRE(outcome.done.WaitForNotificationWithTimeout(absl::Seconds(10)));
+    CHECK(outcome.status.code() == absl::StatusCode::kDeadlineExceeded);
+  }
+  SECTION("cancellation") {
+    Outcome outcome;
+    auto call = MakeCall({"1", "2"}, &outcome);
+    h.pipeline->Submit(*h.entry, call);
+    call->Cancel();
+    REQUIRE(outcome.done.WaitForNotificationWithTimeout(absl::Seconds(10)));
+    CHECK(outcome.status.code() == absl::StatusCode::kCancelled);
+  }
+  absl::SleepFor(absl::Milliseconds(150));  // past the batch delay
+  absl::MutexLock lock(&h.model->mu);
+  CHECK(h.model->batch_sizes.empty());
+}
+
+TEST_CASE("a bad item fails only its own call; a failed forward fails only its batch") {
+  BatchPolicy policy;
+  policy.max_batch_size = 16;
+  policy.max_queue_delay = absl::Milliseconds(50);
+  Harness h(policy);
+  Outcome good, bad;
+  h.pipeline->Submit(*h.entry, MakeCall({"1", "2"}, &good));
+  h.pipeline->Submit(*h.entry, MakeCall({"3", "bad"}, &bad));
+  REQUIRE(good.done.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  REQUIRE(bad.done.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  CHECK(good.status.ok());
+  CHECK(bad.status.code() == absl::StatusCode::kInvalidArgument);
+  CHECK_THAT(std::string(bad.status.message()), Catch::Contains("inputs[1]"));
+
+  Outcome boom;
+  h.pipeline->Submit(*h.entry, MakeCall({"boom"}, &boom));
+  REQUIRE(boom.done.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  CHECK(boom.status.code() == absl::StatusCode::kInternal);
+  Outcome after;  // the executor keeps serving
+  h.pipeline->Submit(*h.entry, MakeCall({"4"}, &after));
+  REQUIRE(after.done.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  CHECK(after.status.ok());
+}
+
+TEST_CASE("a full preprocessing queue refuses with RESOURCE_EXHAUSTED") {
+  BatchPolicy policy;
+  Harness h(policy, /*preprocess_queue=*/1);
+  // 1000 inputs cannot all wait for two preprocessing threads behind a queue of one.
+  Outcome outcome;
+  h.pipeline->Submit(*h.entry, MakeCall(std::vector<std::string>(1000, "1"), &outcome));
+  REQUIRE(outcome.done.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  CHECK(outcome.status.code() == absl::StatusCode::kResourceExhausted);
+}
+
+}  // namespace embedserve::pipeline
