@@ -16,6 +16,8 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "common/log.h"
+#include "server/metrics/http_exporter.h"
+#include "server/metrics/metrics.h"
 #include "server/model_loader.h"
 #include "server/pipeline/pipeline.h"
 #include "server/rpc/server.h"
@@ -45,6 +47,9 @@ struct Flags {
   int stream_window = 8;
   double drain_timeout_s = 30;
   bool reflection = true;
+  bool access_log = true;
+  int max_concurrent_per_client = 0;
+  std::string metrics_listen;
   bool continue_on_model_failure = false;
   std::string log_level = "info";
 };
@@ -108,6 +113,14 @@ int Run(int argc, char** argv) {
       ->envname("EMBEDSERVE_DRAIN_TIMEOUT_S")->check(CLI::Range(0.0, 3600.0))->capture_default_str();
   app.add_flag("--reflection,!--no-reflection", f.reflection, "Serve gRPC server reflection")
       ->envname("EMBEDSERVE_REFLECTION")->capture_default_str();
+  app.add_flag("--access-log,!--no-access-log", f.access_log, "Log one line per call (info level)")
+      ->envname("EMBEDSERVE_ACCESS_LOG")->capture_default_str();
+  app.add_option("--max-concurrent-per-client", f.max_concurrent_per_client,
+                 "Calls in flight per client (x-embedserve-client header, else peer); 0: no limit")
+      ->envname("EMBEDSERVE_MAX_CONCURRENT_PER_CLIENT")->check(CLI::Range(0, 1 << 20))->capture_default_str();
+  app.add_option("--metrics-listen", f.metrics_listen,
+                 "Serve Prometheus metrics at http://HOST:PORT/metrics (off when empty)")
+      ->envname("EMBEDSERVE_METRICS_LISTEN");
   app.add_flag("--continue-on-model-failure", f.continue_on_model_failure,
                "Serve the other models if one fails to load (it is reported FAILED)")
       ->envname("EMBEDSERVE_CONTINUE_ON_MODEL_FAILURE");
@@ -171,6 +184,8 @@ int Run(int argc, char** argv) {
   config.limits.max_text_bytes = f.max_text_bytes;
   config.limits.max_labels = f.max_labels;
   config.limits.stream_window = f.stream_window;
+  config.access_log = f.access_log;
+  config.max_concurrent_per_client = f.max_concurrent_per_client;
   absl::StatusOr<std::unique_ptr<rpc::Server>> server = rpc::Server::Start(config, &pipeline);
   if (!server.ok()) {
     LogEvent(LogLevel::kError, "start_failed", absl::StrCat("error=", LogQuote(server.status().message())));
@@ -180,6 +195,22 @@ int Run(int argc, char** argv) {
   for (const std::string& address : f.listen) absl::StrAppend(&listening, listening.empty() ? "" : ",", address);
   LogEvent(LogLevel::kInfo, "listening", absl::StrCat("addresses=", LogQuote(listening)));
   pipeline.Start();
+
+  std::unique_ptr<metrics::HttpExporter> exporter;
+  metrics::Global().SetGauge("embedserve_queue_depth", "Items waiting per model and modality",
+                             [&pipeline] { return pipeline.executor().QueueDepths(); });
+  if (!f.metrics_listen.empty()) {
+    absl::StatusOr<std::unique_ptr<metrics::HttpExporter>> started =
+        metrics::HttpExporter::Start(f.metrics_listen, &metrics::Global());
+    if (!started.ok()) {
+      LogEvent(LogLevel::kError, "start_failed", absl::StrCat("error=", LogQuote(started.status().message())));
+      (*server)->Shutdown(absl::Now());
+      return 1;
+    }
+    exporter = *std::move(started);
+    LogEvent(LogLevel::kInfo, "metrics_listening",
+             absl::StrCat("address=", LogQuote(f.metrics_listen), " port=", exporter->port()));
+  }
 
   // Signal watcher: the first SIGTERM/SIGINT starts the drain.
   std::thread signal_thread([&] {
@@ -194,6 +225,7 @@ int Run(int argc, char** argv) {
   settings.device = ResolveDevice(f.device);
   settings.dtype = f.dtype;
   int failures = 0;
+  std::vector<std::pair<metrics::Labels, double>> load_seconds;
   for (const ModelArg& m : model_args) {
     const absl::Time start = absl::Now();
     absl::StatusOr<std::unique_ptr<models::Model>> model = LoadModel(m.dir, settings);
@@ -206,6 +238,8 @@ int Run(int argc, char** argv) {
       continue;
     }
     const std::string note = (*model)->description().architecture;
+    load_seconds.emplace_back(metrics::Labels{{"model", m.name}},
+                              absl::ToDoubleSeconds(absl::Now() - start));
     pipeline.SetReady(m.name, *std::move(model));
     (*server)->SetServing(m.name, true);
     LogEvent(LogLevel::kInfo, "model_ready",
@@ -221,6 +255,8 @@ int Run(int argc, char** argv) {
     signal_thread.join();
     return 1;
   }
+  metrics::Global().SetGauge("embedserve_model_load_seconds", "Time to load each model",
+                             [load_seconds] { return load_seconds; });
   (*server)->SetServing("", true);
   (*server)->SetServing("embedserve.v1.EmbedService", true);
   (*server)->SetServing("embedserve.v1.ModelService", true);
@@ -231,6 +267,7 @@ int Run(int argc, char** argv) {
 
   signal_thread.join();
   (*server)->Wait();
+  exporter.reset();
   pipeline.Stop();
   LogEvent(LogLevel::kInfo, "stopped");
   return 0;

@@ -4,18 +4,56 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "server/metrics/metrics.h"
 
 namespace embedserve::pipeline {
 
-DeviceExecutor::~DeviceExecutor() { Stop(); }
-
-int DeviceExecutor::AddQueue(models::Model* model, Modality modality, BatchPolicy policy) {
-  absl::MutexLock lock(&mu_);
-  queues_.push_back(std::make_unique<Queue>(Queue{model, modality, BatchQueue(policy)}));
-  return static_cast<int>(queues_.size()) - 1;
+const char* ModalityName(Modality modality) {
+  return modality == Modality::kText ? "text" : "image";
 }
 
-void DeviceExecutor::SetBatchObserver(BatchObserver observer) { observer_ = std::move(observer); }
+struct DeviceExecutor::Queue {
+  Queue(models::Model* m, const std::string& name, Modality mod, BatchPolicy policy)
+      : model(m), modality(mod), items(policy),
+        labels({{"model", name}, {"modality", ModalityName(mod)}}) {
+    auto& registry = metrics::Global();
+    batch_size = &registry.GetHistogram("embedserve_batch_size", "Items per model forward",
+                                        labels, metrics::SizeBuckets());
+    inference = &registry.GetHistogram("embedserve_inference_seconds",
+                                       "Duration of model forwards", labels,
+                                       metrics::LatencyBuckets());
+    queue_wait = &registry.GetHistogram("embedserve_queue_seconds",
+                                        "Time items waited for their batch and the device",
+                                        labels, metrics::LatencyBuckets());
+    items_done = &registry.GetCounter("embedserve_items_total", "Items computed", labels);
+    skipped = &registry.GetCounter("embedserve_items_skipped_total",
+                                   "Items dropped before compute (cancelled or past deadline)",
+                                   labels);
+    failed = &registry.GetCounter("embedserve_batch_failures_total", "Forwards that failed",
+                                  labels);
+  }
+  models::Model* model;
+  Modality modality;
+  BatchQueue items;
+  metrics::Labels labels;
+  metrics::Histogram* batch_size;
+  metrics::Histogram* inference;
+  metrics::Histogram* queue_wait;
+  metrics::Counter* items_done;
+  metrics::Counter* skipped;
+  metrics::Counter* failed;
+};
+
+DeviceExecutor::DeviceExecutor() = default;
+DeviceExecutor::~DeviceExecutor() { Stop(); }
+
+int DeviceExecutor::AddQueue(models::Model* model, const std::string& model_name,
+                             Modality modality, BatchPolicy policy) {
+  auto queue = std::make_unique<Queue>(model, model_name, modality, policy);
+  absl::MutexLock lock(&mu_);
+  queues_.push_back(std::move(queue));
+  return static_cast<int>(queues_.size()) - 1;
+}
 
 void DeviceExecutor::Start() {
   if (!thread_.joinable()) thread_ = std::thread([this] { RunLoop(); });
@@ -96,23 +134,19 @@ void DeviceExecutor::RunLoop() {
       batch = chosen->items.TakeBatch(absl::Now(), &skipped);
     }
     // Items skipped for cancellation or deadline: complete their calls (idempotent).
+    chosen->skipped->Add(skipped.size());
     for (QueuedItem& item : skipped) item.call->Cancel();
-    RunBatch(*chosen, chosen_id, std::move(batch), static_cast<int>(skipped.size()));
+    RunBatch(*chosen, std::move(batch));
   }
 }
 
-void DeviceExecutor::RunBatch(Queue& queue, int queue_id, std::vector<QueuedItem> batch,
-                              int skipped) {
-  BatchReport report;
-  report.queue_id = queue_id;
-  report.size = static_cast<int>(batch.size());
-  report.skipped = skipped;
-  if (batch.empty()) {
-    if (observer_) observer_(report);
-    return;
-  }
+void DeviceExecutor::RunBatch(Queue& queue, std::vector<QueuedItem> batch) {
+  if (batch.empty()) return;
   const absl::Time start = absl::Now();
-  for (QueuedItem& item : batch) item.call->NoteQueueTime(start - item.enqueued);
+  for (QueuedItem& item : batch) {
+    item.call->NoteQueueTime(start - item.enqueued);
+    queue.queue_wait->Observe(absl::ToDoubleSeconds(start - item.enqueued));
+  }
 
   absl::StatusOr<std::vector<models::Embedding>> outputs;
   if (queue.modality == Modality::kText) {
@@ -126,21 +160,30 @@ void DeviceExecutor::RunBatch(Queue& queue, int queue_id, std::vector<QueuedItem
     for (QueuedItem& item : batch) inputs.push_back(&item.call->image(item.index));
     outputs = queue.model->EmbedImages(inputs);
   }
-  report.inference = absl::Now() - start;
+  const absl::Duration inference = absl::Now() - start;
   if (outputs.ok() && outputs->size() != batch.size()) {
     outputs = absl::InternalError(absl::StrCat("the model returned ", outputs->size(),
                                                " outputs for a batch of ", batch.size()));
   }
-  report.status = outputs.status();
+  queue.batch_size->Observe(static_cast<double>(batch.size()));
+  queue.inference->Observe(absl::ToDoubleSeconds(inference));
   if (!outputs.ok()) {
+    queue.failed->Add();
     for (QueuedItem& item : batch) item.call->Fail(outputs.status());
-  } else {
-    for (size_t i = 0; i < batch.size(); ++i) {
-      batch[i].call->NoteInferenceTime(report.inference);
-      batch[i].call->SetResult(batch[i].index, std::move((*outputs)[i]));
-    }
+    return;
   }
-  if (observer_) observer_(report);
+  queue.items_done->Add(batch.size());
+  for (size_t i = 0; i < batch.size(); ++i) {
+    batch[i].call->NoteInferenceTime(inference);
+    batch[i].call->SetResult(batch[i].index, std::move((*outputs)[i]));
+  }
+}
+
+std::vector<std::pair<metrics::Labels, double>> DeviceExecutor::QueueDepths() const {
+  absl::MutexLock lock(&mu_);
+  std::vector<std::pair<metrics::Labels, double>> out;
+  for (const auto& q : queues_) out.emplace_back(q->labels, q->items.size());
+  return out;
 }
 
 }  // namespace embedserve::pipeline

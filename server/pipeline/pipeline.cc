@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "server/metrics/metrics.h"
 
 namespace embedserve::pipeline {
 
@@ -32,13 +33,20 @@ void Pipeline::SetReady(absl::string_view name, std::unique_ptr<models::Model> m
   if (entry == nullptr) return;
   entry->description = model->description();
   entry->model = std::move(model);
+  auto& registry = metrics::Global();
+  for (const char* modality : {"text", "image"}) {
+    metrics::Histogram* histogram = &registry.GetHistogram(
+        "embedserve_preprocess_seconds", "Decode/resize or tokenization time per item",
+        {{"model", entry->name}, {"modality", modality}}, metrics::LatencyBuckets());
+    (modality[0] == 't' ? entry->text_preprocess : entry->image_preprocess) = histogram;
+  }
   if (entry->description.accepts_text) {
     entry->text_queue =
-        executor_.AddQueue(entry->model.get(), Modality::kText, options_.text_policy);
+        executor_.AddQueue(entry->model.get(), entry->name, Modality::kText, options_.text_policy);
   }
   if (entry->description.accepts_image) {
     entry->image_queue =
-        executor_.AddQueue(entry->model.get(), Modality::kImage, options_.image_policy);
+        executor_.AddQueue(entry->model.get(), entry->name, Modality::kImage, options_.image_policy);
   }
   entry->state = ModelState::kReady;
 }
@@ -152,6 +160,8 @@ void Pipeline::Prepare(ModelEntry& model, const std::shared_ptr<EmbedCall>& call
   }
   const absl::Time end = absl::Now();
   call->AddPreprocessTime(end - start);
+  (input.modality == Modality::kText ? model.text_preprocess : model.image_preprocess)
+      ->Observe(absl::ToDoubleSeconds(end - start));
   if (!status.ok()) {
     call->Fail(absl::Status(status.code(), absl::StrCat(input.field, ": ", status.message())));
     return;

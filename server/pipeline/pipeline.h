@@ -42,6 +42,8 @@ struct ModelEntry {
   std::unique_ptr<models::Model> model;
   int text_queue = -1;
   int image_queue = -1;
+  metrics::Histogram* text_preprocess = nullptr;
+  metrics::Histogram* image_preprocess = nullptr;
 };
 
 // A snapshot of a model's state for the Models RPC and health.

@@ -34,6 +34,19 @@ absl::Time DeadlineOf(const grpc::CallbackServerContext* context) {
 // from the pipeline call's completion, or directly for an error found before submitting.
 class UnaryCallReactor : public grpc::ServerUnaryReactor {
  public:
+  UnaryCallReactor(CallTracker* tracker, const grpc::CallbackServerContext& context,
+                   const char* method, const std::string& model, int items)
+      : tracker_(tracker) {
+    admitted_ = tracker_->Begin(context, method, model, items, &ticket_);
+    if (!admitted_.ok()) FinishWith(admitted_);
+  }
+  // False when the per-client limit refused the call (it is already finished).
+  bool admitted() const { return admitted_.ok(); }
+  grpc::ServerUnaryReactor* FinishNow(const absl::Status& status) {
+    FinishWith(status);
+    return this;
+  }
+
   void Attach(const std::shared_ptr<EmbedCall>& call) {
     bool cancelled;
     {
@@ -43,7 +56,10 @@ class UnaryCallReactor : public grpc::ServerUnaryReactor {
     }
     if (cancelled) call->Cancel();
   }
-  void FinishWith(const absl::Status& status) { Finish(ToGrpcStatus(status)); }
+  void FinishWith(const absl::Status& status) {
+    tracker_->End(ticket_, status);
+    Finish(ToGrpcStatus(status));
+  }
 
   void OnCancel() override {
     std::shared_ptr<EmbedCall> call;
@@ -57,16 +73,13 @@ class UnaryCallReactor : public grpc::ServerUnaryReactor {
   void OnDone() override { delete this; }
 
  private:
+  CallTracker* const tracker_;
+  CallTracker::Ticket ticket_;
+  absl::Status admitted_;
   absl::Mutex mu_;
   std::weak_ptr<EmbedCall> call_ ABSL_GUARDED_BY(mu_);
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
 };
-
-grpc::ServerUnaryReactor* FinishNow(const absl::Status& status) {
-  auto* reactor = new UnaryCallReactor();
-  reactor->FinishWith(status);
-  return reactor;
-}
 
 int TokenCount(EmbedCall& call, int i, const models::ModelDescription& model) {
   if (call.input(i).modality == pipeline::Modality::kText) {
@@ -133,8 +146,16 @@ class EmbedStreamReactor
     : public grpc::ServerBidiReactor<v1::EmbedStreamRequest, v1::EmbedStreamResponse> {
  public:
   EmbedStreamReactor(grpc::CallbackServerContext* context, pipeline::Pipeline* pipeline,
-                     RequestLimits limits)
-      : context_(context), pipeline_(pipeline), limits_(limits) {
+                     RequestLimits limits, CallTracker* tracker)
+      : context_(context), pipeline_(pipeline), limits_(limits), tracker_(tracker) {
+    absl::Status admitted = tracker_->Begin(*context, "EmbedStream", "", 0, &ticket_);
+    if (!admitted.ok()) {
+      absl::MutexLock lock(&mu_);
+      finished_ = true;
+      tracker_->End(ticket_, admitted);
+      Finish(ToGrpcStatus(admitted));
+      return;
+    }
     StartRead(&request_);
   }
 
@@ -150,6 +171,7 @@ class EmbedStreamReactor
         slot->response.set_id(request_.id());
         slots_.push_back(slot);
         ++in_flight_;
+        ++messages_;
       }
     }
     if (slot) SubmitMessage(slot);  // completes the slot, maybe inline, via Step()
@@ -267,16 +289,25 @@ class EmbedStreamReactor
           finish = true;
         }
       }
-      if (finish) finished_ = true;
+      if (finish) {
+        finished_ = true;
+        ticket_.items = messages_;
+      }
     }
     if (to_write != nullptr) StartWrite(to_write);
     if (start_read) StartRead(&request_);
-    if (finish) Finish(finish_status);
+    if (finish) {
+      tracker_->End(ticket_, FromGrpcStatus(finish_status));
+      Finish(finish_status);
+    }
   }
 
   grpc::CallbackServerContext* const context_;
   pipeline::Pipeline* const pipeline_;
   const RequestLimits limits_;
+  CallTracker* const tracker_;
+  CallTracker::Ticket ticket_;
+  int messages_ ABSL_GUARDED_BY(mu_) = 0;
   v1::EmbedStreamRequest request_;
   absl::Mutex mu_;
   std::deque<std::shared_ptr<Slot>> slots_ ABSL_GUARDED_BY(mu_);
@@ -294,15 +325,16 @@ class EmbedStreamReactor
 grpc::ServerUnaryReactor* EmbedServiceImpl::Embed(grpc::CallbackServerContext* context,
                                                   const v1::EmbedRequest* request,
                                                   v1::EmbedResponse* response) {
+  auto* reactor = new UnaryCallReactor(tracker_, *context, "Embed", request->model(), request->inputs_size());
+  if (!reactor->admitted()) return reactor;
   absl::StatusOr<ModelEntry*> entry = pipeline_->FindReady(request->model());
-  if (!entry.ok()) return FinishNow(entry.status());
+  if (!entry.ok()) return reactor->FinishNow(entry.status());
   absl::StatusOr<OutputOptions> options = ResolveOptions(request->options());
-  if (!options.ok()) return FinishNow(options.status());
+  if (!options.ok()) return reactor->FinishNow(options.status());
   absl::StatusOr<std::vector<CallInput>> inputs =
       ToCallInputs(request->inputs(), "inputs", limits_);
-  if (!inputs.ok()) return FinishNow(inputs.status());
+  if (!inputs.ok()) return reactor->FinishNow(inputs.status());
 
-  auto* reactor = new UnaryCallReactor();
   ModelEntry* model = *entry;
   auto call = std::make_shared<EmbedCall>(
       std::move(*inputs), options->truncate, DeadlineOf(context),
@@ -323,27 +355,29 @@ grpc::ServerUnaryReactor* EmbedServiceImpl::Embed(grpc::CallbackServerContext* c
 
 grpc::ServerBidiReactor<v1::EmbedStreamRequest, v1::EmbedStreamResponse>*
 EmbedServiceImpl::EmbedStream(grpc::CallbackServerContext* context) {
-  return new EmbedStreamReactor(context, pipeline_, limits_);
+  return new EmbedStreamReactor(context, pipeline_, limits_, tracker_);
 }
 
 grpc::ServerUnaryReactor* EmbedServiceImpl::Rerank(grpc::CallbackServerContext* context,
                                                    const v1::RerankRequest* request,
                                                    v1::RerankResponse* response) {
+  auto* reactor = new UnaryCallReactor(tracker_, *context, "Rerank", request->model(), request->candidates_size() + 1);
+  if (!reactor->admitted()) return reactor;
   absl::StatusOr<ModelEntry*> entry = pipeline_->FindReady(request->model());
-  if (!entry.ok()) return FinishNow(entry.status());
+  if (!entry.ok()) return reactor->FinishNow(entry.status());
   ModelEntry* model = *entry;
   const models::ModelDescription& description = model->description;
   const int n = request->candidates_size();
   if (n == 0) {
-    return FinishNow(absl::InvalidArgumentError("candidates: empty; send at least one candidate"));
+    return reactor->FinishNow(absl::InvalidArgumentError("candidates: empty; send at least one candidate"));
   }
   if (n > limits_.max_inputs) {
-    return FinishNow(absl::InvalidArgumentError(absl::StrCat(
+    return reactor->FinishNow(absl::InvalidArgumentError(absl::StrCat(
         "candidates: ", n, " candidates, over the limit of ", limits_.max_inputs,
         " (--max-inputs)")));
   }
   if (request->has_top_k() && (request->top_k() < 1 || request->top_k() > n)) {
-    return FinishNow(absl::InvalidArgumentError(absl::StrCat(
+    return reactor->FinishNow(absl::InvalidArgumentError(absl::StrCat(
         "top_k: ", request->top_k(), " is outside [1, ", n,
         "] (the number of candidates); leave it unset for all")));
   }
@@ -359,26 +393,26 @@ grpc::ServerUnaryReactor* EmbedServiceImpl::Rerank(grpc::CallbackServerContext* 
     switch (input.content_case()) {
       case v1::Input::kText: {
         absl::Status status = CheckText(input.text(), field, limits_);
-        if (!status.ok()) return FinishNow(status);
+        if (!status.ok()) return reactor->FinishNow(status);
         inputs.push_back({pipeline::Modality::kText, input.text(), field});
         slot_of_input.push_back(slot);
         break;
       }
       case v1::Input::kImage:
         if (input.image().empty()) {
-          return FinishNow(absl::InvalidArgumentError(absl::StrCat(field, ".image: empty (0 bytes)")));
+          return reactor->FinishNow(absl::InvalidArgumentError(absl::StrCat(field, ".image: empty (0 bytes)")));
         }
         inputs.push_back({pipeline::Modality::kImage, input.image(), field});
         slot_of_input.push_back(slot);
         break;
       case v1::Input::kEmbedding: {
         absl::StatusOr<Rows> decoded = DecodeCandidateEmbedding(input.embedding(), field, description);
-        if (!decoded.ok()) return FinishNow(decoded.status());
+        if (!decoded.ok()) return reactor->FinishNow(decoded.status());
         (*rows)[slot] = *std::move(decoded);
         break;
       }
       default:
-        return FinishNow(absl::InvalidArgumentError(
+        return reactor->FinishNow(absl::InvalidArgumentError(
             absl::StrCat(field, ": no content; set text, image or embedding")));
     }
   }
@@ -401,7 +435,6 @@ grpc::ServerUnaryReactor* EmbedServiceImpl::Rerank(grpc::CallbackServerContext* 
     reactor->FinishWith(absl::OkStatus());
   };
 
-  auto* reactor = new UnaryCallReactor();
   if (inputs.empty()) {
     finish(reactor, nullptr);
     return reactor;
@@ -428,43 +461,44 @@ grpc::ServerUnaryReactor* EmbedServiceImpl::Rerank(grpc::CallbackServerContext* 
 grpc::ServerUnaryReactor* EmbedServiceImpl::Classify(grpc::CallbackServerContext* context,
                                                      const v1::ClassifyRequest* request,
                                                      v1::ClassifyResponse* response) {
+  auto* reactor = new UnaryCallReactor(tracker_, *context, "Classify", request->model(), request->inputs_size());
+  if (!reactor->admitted()) return reactor;
   absl::StatusOr<ModelEntry*> entry = pipeline_->FindReady(request->model());
-  if (!entry.ok()) return FinishNow(entry.status());
+  if (!entry.ok()) return reactor->FinishNow(entry.status());
   ModelEntry* model = *entry;
   if (model->description.logit_scale <= 0 || model->description.multi_vector ||
       !model->description.accepts_text) {
-    return FinishNow(absl::UnimplementedError(absl::StrCat(
+    return reactor->FinishNow(absl::UnimplementedError(absl::StrCat(
         "model '", model->name, "' (", model->description.family,
         ") has no zero-shot classification; use a CLIP model")));
   }
   const int num_labels = request->labels_size();
   if (num_labels < 2 || num_labels > limits_.max_labels) {
-    return FinishNow(absl::InvalidArgumentError(absl::StrCat(
+    return reactor->FinishNow(absl::InvalidArgumentError(absl::StrCat(
         "labels: ", num_labels, " labels; send between 2 and ", limits_.max_labels,
         " (--max-labels)")));
   }
   const std::string& tmpl = request->prompt_template();
   if (!tmpl.empty() && tmpl.find("{}") == std::string::npos) {
-    return FinishNow(absl::InvalidArgumentError(
+    return reactor->FinishNow(absl::InvalidArgumentError(
         "prompt_template: must contain \"{}\" where the label goes, e.g. \"a photo of a {}.\""));
   }
   absl::StatusOr<std::vector<CallInput>> inputs =
       ToCallInputs(request->inputs(), "inputs", limits_);
-  if (!inputs.ok()) return FinishNow(inputs.status());
+  if (!inputs.ok()) return reactor->FinishNow(inputs.status());
   const int num_inputs = static_cast<int>(inputs->size());
   for (int j = 0; j < num_labels; ++j) {
     const std::string field = absl::StrCat("labels[", j, "]");
     if (request->labels(j).empty()) {
-      return FinishNow(absl::InvalidArgumentError(absl::StrCat(field, ": empty label")));
+      return reactor->FinishNow(absl::InvalidArgumentError(absl::StrCat(field, ": empty label")));
     }
     std::string text = tmpl.empty() ? request->labels(j)
                                      : absl::StrReplaceAll(tmpl, {{"{}", request->labels(j)}});
     absl::Status status = CheckText(text, field, limits_);
-    if (!status.ok()) return FinishNow(status);
+    if (!status.ok()) return reactor->FinishNow(status);
     inputs->push_back({pipeline::Modality::kText, std::move(text), field});
   }
 
-  auto* reactor = new UnaryCallReactor();
   auto call = std::make_shared<EmbedCall>(
       std::move(*inputs), /*truncate=*/true, DeadlineOf(context),
       [reactor, response, model, request, num_inputs, num_labels](const absl::Status& status,
@@ -506,19 +540,21 @@ grpc::ServerUnaryReactor* EmbedServiceImpl::Classify(grpc::CallbackServerContext
 grpc::ServerUnaryReactor* EmbedServiceImpl::Tokenize(grpc::CallbackServerContext* context,
                                                      const v1::TokenizeRequest* request,
                                                      v1::TokenizeResponse* response) {
+  auto* reactor = new UnaryCallReactor(tracker_, *context, "Tokenize", request->model(), request->texts_size());
+  if (!reactor->admitted()) return reactor;
   absl::StatusOr<ModelEntry*> entry = pipeline_->FindReady(request->model());
-  if (!entry.ok()) return FinishNow(entry.status());
+  if (!entry.ok()) return reactor->FinishNow(entry.status());
   if (request->texts_size() == 0) {
-    return FinishNow(absl::InvalidArgumentError("texts: empty; send at least one text"));
+    return reactor->FinishNow(absl::InvalidArgumentError("texts: empty; send at least one text"));
   }
   if (request->texts_size() > limits_.max_inputs) {
-    return FinishNow(absl::InvalidArgumentError(
+    return reactor->FinishNow(absl::InvalidArgumentError(
         absl::StrCat("texts: ", request->texts_size(), " texts, over the limit of ",
                      limits_.max_inputs, " (--max-inputs)")));
   }
   const models::Model& model = *(*entry)->model;
   if (!model.description().accepts_text) {
-    return FinishNow(absl::InvalidArgumentError(
+    return reactor->FinishNow(absl::InvalidArgumentError(
         absl::StrCat("model: '", request->model(), "' does not accept text")));
   }
   const bool truncate = request->truncation() != v1::TRUNCATION_ERROR;
@@ -527,10 +563,10 @@ grpc::ServerUnaryReactor* EmbedServiceImpl::Tokenize(grpc::CallbackServerContext
   for (int i = 0; i < request->texts_size(); ++i) {
     const std::string field = absl::StrCat("texts[", i, "]");
     absl::Status status = CheckText(request->texts(i), field, limits_);
-    if (!status.ok()) return FinishNow(status);
+    if (!status.ok()) return reactor->FinishNow(status);
     absl::StatusOr<models::Tokenization> tokens = model.Tokenize(request->texts(i), truncate);
     if (!tokens.ok()) {
-      return FinishNow(absl::Status(tokens.status().code(),
+      return reactor->FinishNow(absl::Status(tokens.status().code(),
                                     absl::StrCat(field, ": ", tokens.status().message())));
     }
     v1::TokenizedText* out = response->add_texts();
@@ -538,7 +574,7 @@ grpc::ServerUnaryReactor* EmbedServiceImpl::Tokenize(grpc::CallbackServerContext
     for (std::string& token : tokens->tokens) out->add_tokens(std::move(token));
     out->set_truncated(tokens->truncated);
   }
-  return FinishNow(absl::OkStatus());
+  return reactor->FinishNow(absl::OkStatus());
 }
 
 }  // namespace embedserve::rpc

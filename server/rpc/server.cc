@@ -89,7 +89,9 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerConfig& config
       builder.AddListeningPort(address, grpc::InsecureServerCredentials(), ports.back().get());
     }
   }
-  auto embed = std::make_unique<EmbedServiceImpl>(pipeline, config.limits);
+  server->tracker_ =
+      std::make_unique<CallTracker>(config.max_concurrent_per_client, config.access_log);
+  auto embed = std::make_unique<EmbedServiceImpl>(pipeline, config.limits, server->tracker_.get());
   auto models = std::make_unique<ModelServiceImpl>(pipeline);
   builder.RegisterService(embed.get());
   builder.RegisterService(models.get());

@@ -12,6 +12,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "server/pipeline/pipeline.h"
+#include "server/rpc/call_tracker.h"
 #include "server/rpc/limits.h"
 
 namespace embedserve::rpc {
@@ -24,6 +25,8 @@ struct ServerConfig {
   int max_message_bytes = 64 << 20;
   bool reflection = true;
   RequestLimits limits;
+  int max_concurrent_per_client = 0;  // 0: no limit
+  bool access_log = true;
 };
 
 // Not thread-safe except SetServing/SetAllNotServing (safe from any thread).
@@ -52,9 +55,10 @@ class Server {
  private:
   Server() = default;
 
-  std::unique_ptr<grpc::Server> server_;
-  std::vector<std::unique_ptr<grpc::Service>> services_;
+  // Declared before server_ so they are destroyed after it.
+  std::unique_ptr<CallTracker> tracker_;
   std::vector<std::unique_ptr<grpc::Service>> callback_services_;
+  std::unique_ptr<grpc::Server> server_;
   std::vector<std::string> socket_paths_;
   std::vector<std::string> health_names_;
   std::vector<int> tcp_ports_;

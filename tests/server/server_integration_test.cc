@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <netinet/in.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -205,4 +206,78 @@ TEST_CASE("SIGTERM lets an in-flight call complete, then the server exits 0 and 
 
   CHECK(server.WaitExit(30) == 0);
   CHECK_FALSE(std::filesystem::exists(server.socket_path()));
+}
+
+namespace {
+
+// GET http://127.0.0.1:port/path; returns the whole response (head and body).
+std::string HttpGet(int port, const std::string& path) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    close(fd);
+    return "";
+  }
+  const std::string request = "GET " + path + " HTTP/1.1\r\nHost: x\r\n\r\n";
+  send(fd, request.data(), request.size(), 0);
+  std::string response;
+  char buffer[4096];
+  ssize_t n;
+  while ((n = recv(fd, buffer, sizeof buffer, 0)) > 0) response.append(buffer, n);
+  close(fd);
+  return response;
+}
+
+}  // namespace
+
+TEST_CASE("Prometheus metrics count calls by method, model and code") {
+  const int metrics_port = embedserve::testing::FreeTcpPort();
+  ServerProcess server({"--metrics-listen", "127.0.0.1:" + std::to_string(metrics_port)});
+  REQUIRE(server.healthy());
+  auto client = Client::Create(server.unix_target());
+  for (int i = 0; i < 3; ++i) CHECK_FALSE(client->Embed(TextRequest("nope", "x")).ok());
+  CHECK_FALSE(client->Tokenize(v1::TokenizeRequest()).ok());
+  const std::string page = HttpGet(metrics_port, "/metrics");
+  CHECK_THAT(page, Catch::StartsWith("HTTP/1.1 200 OK"));
+  CHECK_THAT(page, Catch::Contains(
+      "embedserve_requests_total{method=\"Embed\",model=\"nope\",code=\"NOT_FOUND\"} 3"));
+  CHECK_THAT(page, Catch::Contains(
+      "embedserve_requests_total{method=\"Tokenize\",model=\"\",code=\"INVALID_ARGUMENT\"} 1"));
+  CHECK_THAT(page, Catch::Contains("# TYPE embedserve_request_seconds histogram"));
+  CHECK_THAT(page, Catch::Contains(
+      "embedserve_request_seconds_count{method=\"Embed\",model=\"nope\"} 3"));
+  CHECK_THAT(HttpGet(metrics_port, "/other"), Catch::StartsWith("HTTP/1.1 404"));
+}
+
+TEST_CASE("the per-client concurrency limit refuses a client's extra calls only") {
+  ServerProcess server({"--max-concurrent-per-client", "1"});
+  REQUIRE(server.healthy());
+  auto client = Client::Create(server.unix_target());
+  // An open stream holds the client's one slot.
+  grpc::ClientContext stream_context;
+  stream_context.AddMetadata("x-embedserve-client", "worker-a");
+  auto stream = client->embed_stub().EmbedStream(&stream_context);
+  v1::EmbedStreamRequest message;
+  message.set_model("nope");
+  message.add_inputs()->set_text("x");
+  REQUIRE(stream->Write(message));
+  v1::EmbedStreamResponse reply;
+  REQUIRE(stream->Read(&reply));
+
+  auto call_as = [&](const std::string& who) {
+    grpc::ClientContext context;
+    context.AddMetadata("x-embedserve-client", who);
+    v1::EmbedResponse response;
+    return client->embed_stub().Embed(&context, TextRequest("nope", "x"), &response);
+  };
+  grpc::Status refused = call_as("worker-a");
+  CHECK(refused.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED);
+  CHECK_THAT(refused.error_message(), Catch::Contains("--max-concurrent-per-client"));
+  CHECK(call_as("worker-b").error_code() == grpc::StatusCode::NOT_FOUND);  // admitted
+  stream->WritesDone();
+  CHECK(stream->Finish().ok());
+  CHECK(call_as("worker-a").error_code() == grpc::StatusCode::NOT_FOUND);  // slot freed
 }

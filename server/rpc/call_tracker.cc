@@ -1,0 +1,63 @@
+// CallTracker: concurrency limit per client, request metrics and access log.
+#include "server/rpc/call_tracker.h"
+
+#include "absl/strings/str_cat.h"
+#include "common/log.h"
+#include "common/status.h"
+#include "server/metrics/metrics.h"
+
+namespace embedserve::rpc {
+
+absl::Status CallTracker::Begin(const grpc::ServerContextBase& context, std::string method,
+                                std::string model, int items, Ticket* ticket) {
+  ticket->method = std::move(method);
+  ticket->model = std::move(model);
+  ticket->items = items;
+  ticket->start = absl::Now();
+  const auto& metadata = context.client_metadata();
+  auto header = metadata.find("x-embedserve-client");
+  ticket->client = header != metadata.end()
+                       ? std::string(header->second.data(), header->second.size())
+                       : context.peer();
+  if (max_per_client_ <= 0) return absl::OkStatus();
+  absl::MutexLock lock(&mu_);
+  int& count = in_flight_[ticket->client];
+  if (count >= max_per_client_) {
+    if (count == 0) in_flight_.erase(ticket->client);
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "client '", ticket->client, "' already has ", max_per_client_,
+        " calls in flight (--max-concurrent-per-client); retry with backoff"));
+  }
+  ++count;
+  ticket->holds_slot = true;
+  return absl::OkStatus();
+}
+
+void CallTracker::End(const Ticket& ticket, const absl::Status& status) {
+  if (ticket.holds_slot) {
+    absl::MutexLock lock(&mu_);
+    auto it = in_flight_.find(ticket.client);
+    if (it != in_flight_.end() && --it->second <= 0) in_flight_.erase(it);
+  }
+  const double seconds = absl::ToDoubleSeconds(absl::Now() - ticket.start);
+  const char* code = StatusCodeName(status.code());
+  auto& registry = metrics::Global();
+  registry
+      .GetCounter("embedserve_requests_total", "Calls by method, model and status code",
+                  {{"method", ticket.method}, {"model", ticket.model}, {"code", code}})
+      .Add();
+  registry
+      .GetHistogram("embedserve_request_seconds", "Call latency from arrival to answer",
+                    {{"method", ticket.method}, {"model", ticket.model}},
+                    metrics::LatencyBuckets())
+      .Observe(seconds);
+  if (access_log_ && LogEnabled(LogLevel::kInfo)) {
+    LogEvent(LogLevel::kInfo, "call",
+             absl::StrCat("method=", ticket.method, " model=", LogQuote(ticket.model),
+                          " items=", ticket.items, " code=", code,
+                          " latency_ms=", seconds * 1000, " client=", LogQuote(ticket.client),
+                          status.ok() ? "" : absl::StrCat(" error=", LogQuote(status.message()))));
+  }
+}
+
+}  // namespace embedserve::rpc
