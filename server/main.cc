@@ -238,13 +238,21 @@ int Run(int argc, char** argv) {
       continue;
     }
     const std::string note = (*model)->description().architecture;
+    pipeline.SetReady(m.name, *std::move(model));
+    absl::Status warm = pipeline.Warmup(m.name);
+    if (!warm.ok()) {
+      ++failures;
+      pipeline.SetFailed(m.name, warm);
+      LogEvent(LogLevel::kError, "model_failed",
+               absl::StrCat("model=", m.name, " error=", LogQuote(warm.message())));
+      continue;
+    }
     load_seconds.emplace_back(metrics::Labels{{"model", m.name}},
                               absl::ToDoubleSeconds(absl::Now() - start));
-    pipeline.SetReady(m.name, *std::move(model));
     (*server)->SetServing(m.name, true);
     LogEvent(LogLevel::kInfo, "model_ready",
-             absl::StrCat("model=", m.name, " architecture=", LogQuote(note), " load_s=",
-                          absl::ToDoubleSeconds(absl::Now() - start)));
+             absl::StrCat("model=", m.name, " architecture=", LogQuote(note),
+                          " load_and_warmup_s=", absl::ToDoubleSeconds(absl::Now() - start)));
   }
   if (failures > 0 && !f.continue_on_model_failure) {
     LogEvent(LogLevel::kError, "exiting",

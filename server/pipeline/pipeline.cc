@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "server/metrics/metrics.h"
 
 namespace embedserve::pipeline {
@@ -104,6 +105,53 @@ absl::StatusOr<ModelEntry*> Pipeline::FindReady(absl::string_view name) const {
   for (const auto& entry : models_) absl::StrAppend(&known, known.empty() ? "" : ", ", entry->name);
   return absl::NotFoundError(absl::StrCat("no model named '", name, "'; this server has: ",
                                           known.empty() ? "(none)" : known));
+}
+
+absl::Status Pipeline::Warmup(absl::string_view name) {
+  absl::StatusOr<ModelEntry*> found = FindReady(name);
+  if (!found.ok()) return found.status();
+  ModelEntry& entry = **found;
+  for (const Modality modality : {Modality::kText, Modality::kImage}) {
+    const int queue = modality == Modality::kText ? entry.text_queue : entry.image_queue;
+    if (queue < 0) continue;
+    const BatchPolicy& policy =
+        modality == Modality::kText ? options_.text_policy : options_.image_policy;
+    models::TextInput text;
+    if (modality == Modality::kText) {
+      absl::StatusOr<models::TextInput> prepared =
+          entry.model->PrepareText("a photo of a cat on a sofa", /*truncate=*/true);
+      if (!prepared.ok()) return prepared.status();
+      text = *std::move(prepared);
+    }
+    const int side = entry.description.image_size;
+    for (const int size : {1, policy.max_batch_size}) {
+      absl::Notification done;
+      absl::Status result;
+      auto call = std::make_shared<EmbedCall>(
+          std::vector<CallInput>(size, CallInput{modality, "", "warmup"}), true,
+          absl::InfiniteFuture(), [&](const absl::Status& status, EmbedCall&) {
+            result = status;
+            done.Notify();
+          });
+      for (int i = 0; i < size; ++i) {
+        if (modality == Modality::kText) call->text(i) = text;
+        else call->image(i).pixels.assign(static_cast<size_t>(3) * side * side, 0.f);
+      }
+      for (int i = 0; i < size; ++i) {
+        absl::Status queued = executor_.Enqueue(
+            queue, QueuedItem{call, i, static_cast<int>(text.token_ids.size()) + 1, absl::Now()});
+        if (!queued.ok()) call->Fail(queued);
+      }
+      done.WaitForNotification();
+      if (!result.ok()) {
+        return absl::Status(result.code(), absl::StrCat("warm-up of '", name, "' (",
+                                                        modality == Modality::kText ? "text" : "image",
+                                                        ", batch ", size, "): ", result.message()));
+      }
+      if (policy.max_batch_size == 1) break;
+    }
+  }
+  return absl::OkStatus();
 }
 
 void Pipeline::Submit(ModelEntry& model, std::shared_ptr<EmbedCall> call) {

@@ -82,6 +82,11 @@ class Pipeline {
   // field otherwise), then schedules the work. Never blocks; `call` completes exactly once.
   void Submit(ModelEntry& model, std::shared_ptr<EmbedCall> call);
 
+  // Runs one forward per accepted modality at batch size 1 and at max_batch_size with
+  // synthetic inputs, through the executor, and waits for them. Call after SetReady and
+  // before reporting the model SERVING.
+  absl::Status Warmup(absl::string_view name);
+
   const PipelineOptions& options() const { return options_; }
   DeviceExecutor& executor() { return executor_; }
 

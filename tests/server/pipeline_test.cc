@@ -273,3 +273,17 @@ TEST_CASE("a full preprocessing queue refuses with RESOURCE_EXHAUSTED") {
 }
 
 }  // namespace embedserve::pipeline
+
+namespace embedserve::pipeline {
+
+TEST_CASE("warm-up runs one forward at batch 1 and one at max_batch_size per modality") {
+  BatchPolicy policy;
+  policy.max_batch_size = 6;
+  policy.max_queue_delay = absl::Milliseconds(1);
+  Harness h(policy);
+  REQUIRE(h.pipeline->Warmup("fake").ok());
+  absl::MutexLock lock(&h.model->mu);
+  CHECK(h.model->batch_sizes == std::vector<int>{1, 6});
+}
+
+}  // namespace embedserve::pipeline
