@@ -13,6 +13,7 @@ namespace embedserve {
 struct LoadSettings {
   std::string device = "cpu";   // resolved: "cpu", "cuda:N", "mps"
   std::string dtype = "float32";
+  int threads = 0;  // torch intra-op threads (0: the family's measured default)
 };
 
 // The family name ("openclip", "colpali") found in `dir`, or INVALID_ARGUMENT naming what

@@ -1,0 +1,239 @@
+// Load generator: starts the real server on a model, drives it with N concurrent callers
+// sending batches of M texts or images over a unix socket or TCP, and prints throughput,
+// latency percentiles, errors and the server's batch size distribution. In the same run it
+// measures the in-process model forward (no gRPC, no batcher) on the same inputs and
+// prints server throughput / in-process throughput. Also: the p50 of a tiny call
+// (Tokenize of a short text) with one caller.
+//
+//   load_bench --model-dir DIR [--kind image|text] [--concurrency 16] [--batch 1]
+//              [--seconds 20] [--transport unix|tcp] [--image FILE] [--server-arg ARG...]
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <mutex>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "client/embedserve_client.h"
+#include "server/model_loader.h"
+#include "tests/server/server_process.h"
+
+namespace {
+
+using embedserve::client::Client;
+namespace v1 = embedserve::v1;
+
+double Percentile(std::vector<double> v, double p) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const size_t i = std::min(v.size() - 1, static_cast<size_t>(p * (v.size() - 1) + 0.5));
+  return v[i];
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+// Scrapes http://127.0.0.1:port/metrics for embedserve_batch_size buckets of `modality`.
+std::string BatchSizeDistribution(int port, const std::string& modality);
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"embedserve load benchmark"};
+  std::string model_dir, kind = "image", transport = "unix";
+  std::string image_path = std::string(EMBEDSERVE_SOURCE_DIR) +
+                           "/tests/data/openclip-reference/images/photo_800x600.jpg";
+  int concurrency = 16, batch = 1, inprocess_reps = 5, threads = 0;
+  double seconds = 20;
+  std::vector<std::string> server_args;
+  app.add_option("--model-dir", model_dir, "Model directory to serve")->required();
+  app.add_option("--kind", kind, "image|text")->check(CLI::IsMember({"image", "text"}));
+  app.add_option("--concurrency", concurrency, "Concurrent callers");
+  app.add_option("--batch", batch, "Inputs per call");
+  app.add_option("--seconds", seconds, "Duration of the load phase");
+  app.add_option("--transport", transport, "unix|tcp")->check(CLI::IsMember({"unix", "tcp"}));
+  app.add_option("--image", image_path, "Image file sent by image callers");
+  app.add_option("--threads", threads, "Torch threads for the in-process forward (0: server default)");
+  app.add_option("--inprocess-reps", inprocess_reps, "Repetitions per in-process batch size");
+  app.add_option("--server-arg", server_args, "Extra server flag (repeatable, e.g. --server-arg=--dtype=bfloat16)");
+  CLI11_PARSE(app, argc, argv);
+
+  const std::string image = ReadFile(image_path);
+  const std::string text = "a photo of a dog playing in the snow";
+  const int metrics_port = embedserve::testing::FreeTcpPort();
+  std::vector<std::string> args = {"--model", "bench=" + model_dir, "--metrics-listen",
+                                   "127.0.0.1:" + std::to_string(metrics_port),
+                                   "--no-access-log"};
+  args.insert(args.end(), server_args.begin(), server_args.end());
+  std::printf("starting server: model=%s kind=%s concurrency=%d batch=%d transport=%s\n",
+              model_dir.c_str(), kind.c_str(), concurrency, batch, transport.c_str());
+  embedserve::testing::ServerProcess server(args, 600);
+  if (!server.healthy()) {
+    std::fprintf(stderr, "server did not become healthy\n");
+    return 1;
+  }
+  const std::string target = transport == "unix" ? server.unix_target() : server.tcp_target();
+
+  // 1. Tiny-call latency: Tokenize of a short text, one caller.
+  {
+    auto client = Client::Create(target);
+    v1::TokenizeRequest request;
+    request.set_model("bench");
+    request.add_texts("a dog");
+    std::vector<double> us;
+    for (int i = 0; i < 2000; ++i) {
+      const auto t0 = std::chrono::steady_clock::now();
+      auto r = client->Tokenize(request);
+      const auto t1 = std::chrono::steady_clock::now();
+      if (i >= 200 && r.ok()) us.push_back(std::chrono::duration<double, std::micro>(t1 - t0).count());
+    }
+    std::printf("tiny call (Tokenize, 1 caller, %s): p50 %.0f us  p90 %.0f us  p99 %.0f us  (%zu calls)\n",
+                transport.c_str(), Percentile(us, 0.5), Percentile(us, 0.9), Percentile(us, 0.99), us.size());
+  }
+
+  // 2. Load phase.
+  v1::EmbedRequest request;
+  request.set_model("bench");
+  for (int i = 0; i < batch; ++i) {
+    if (kind == "image") request.add_inputs()->set_image(image);
+    else request.add_inputs()->set_text(text);
+  }
+  std::atomic<bool> stop{false};
+  std::atomic<long> items{0}, errors{0};
+  std::vector<std::vector<double>> latencies(concurrency);
+  std::map<std::string, int> error_codes;
+  std::mutex error_mu;
+  std::vector<std::thread> callers;
+  auto client = Client::Create(target);
+  const auto start = std::chrono::steady_clock::now();
+  for (int c = 0; c < concurrency; ++c) {
+    callers.emplace_back([&, c] {
+      while (!stop.load()) {
+        const auto t0 = std::chrono::steady_clock::now();
+        auto r = client->Embed(request);
+        const auto t1 = std::chrono::steady_clock::now();
+        if (r.ok()) {
+          items += batch;
+          latencies[c].push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
+        } else {
+          ++errors;
+          std::lock_guard<std::mutex> lock(error_mu);
+          error_codes[std::string(r.status().message())]++;
+        }
+      }
+    });
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(static_cast<int>(seconds * 1000)));
+  stop = true;
+  for (auto& t : callers) t.join();
+  const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  std::vector<double> all;
+  for (auto& v : latencies) all.insert(all.end(), v.begin(), v.end());
+  const double server_throughput = items / elapsed;
+  std::printf("server: %.1f %ss/s over %.1f s; latency p50 %.1f ms  p90 %.1f ms  p99 %.1f ms; errors %ld\n",
+              server_throughput, kind.c_str(), elapsed, Percentile(all, 0.5), Percentile(all, 0.9),
+              Percentile(all, 0.99), errors.load());
+  for (const auto& [message, count] : error_codes) std::printf("  error x%d: %s\n", count, message.c_str());
+  std::printf("server batch sizes (%s): %s\n", kind.c_str(),
+              BatchSizeDistribution(metrics_port, kind).c_str());
+  server.StopWith(SIGTERM);
+
+  // 3. In-process forward on the same inputs, at several batch sizes.
+  embedserve::LoadSettings settings;
+  for (const std::string& a : server_args) {
+    if (absl::StartsWith(a, "--dtype=")) settings.dtype = a.substr(8);
+  }
+  settings.threads = threads;
+  auto model = embedserve::LoadModel(model_dir, settings);
+  if (!model.ok()) {
+    std::fprintf(stderr, "in-process load failed: %s\n", std::string(model.status().message()).c_str());
+    return 1;
+  }
+  double best = 0;
+  int best_batch = 0;
+  for (int b : {1, 8, 16, 32}) {
+    std::vector<embedserve::models::ImageInput> images;
+    std::vector<embedserve::models::TextInput> texts;
+    for (int i = 0; i < b; ++i) {
+      if (kind == "image") images.push_back(*(*model)->PrepareImage(image, {}));
+      else texts.push_back(*(*model)->PrepareText(text, true));
+    }
+    std::vector<const embedserve::models::ImageInput*> image_ptrs;
+    std::vector<const embedserve::models::TextInput*> text_ptrs;
+    for (auto& x : images) image_ptrs.push_back(&x);
+    for (auto& x : texts) text_ptrs.push_back(&x);
+    std::vector<double> rates;
+    for (int rep = 0; rep <= inprocess_reps; ++rep) {
+      const auto t0 = std::chrono::steady_clock::now();
+      auto out = kind == "image" ? (*model)->EmbedImages(image_ptrs) : (*model)->EmbedTexts(text_ptrs);
+      const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      if (!out.ok()) {
+        std::fprintf(stderr, "in-process forward failed: %s\n", std::string(out.status().message()).c_str());
+        return 1;
+      }
+      if (rep > 0) rates.push_back(b / s);  // rep 0 warms up
+    }
+    const double median = Percentile(rates, 0.5);
+    std::printf("in-process forward: batch %2d  %.1f %ss/s (median of %d)\n", b, median, kind.c_str(), inprocess_reps);
+    if (median > best) {
+      best = median;
+      best_batch = b;
+    }
+  }
+  std::printf("RATIO server / in-process best (batch %d): %.2f\n", best_batch, server_throughput / best);
+  return 0;
+}
+
+namespace {
+
+std::string BatchSizeDistribution(int port, const std::string& modality) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) return "(no metrics)";
+  const std::string get = "GET /metrics HTTP/1.1\r\n\r\n";
+  send(fd, get.data(), get.size(), 0);
+  std::string page;
+  char buffer[8192];
+  ssize_t n;
+  while ((n = recv(fd, buffer, sizeof buffer, 0)) > 0) page.append(buffer, n);
+  close(fd);
+  // Turn cumulative buckets into "le<=N: count" pairs with non-zero counts.
+  std::string out;
+  long previous = 0;
+  const std::string prefix = "embedserve_batch_size_bucket{model=\"bench\",modality=\"" + modality + "\",le=\"";
+  for (absl::string_view line : absl::StrSplit(page, '\n')) {
+    if (!absl::StartsWith(line, prefix)) continue;
+    const size_t end = line.find('"', prefix.size());
+    const std::string le(line.substr(prefix.size(), end - prefix.size()));
+    const long cumulative = std::stol(std::string(line.substr(line.rfind(' ') + 1)));
+    if (cumulative > previous) absl::StrAppend(&out, out.empty() ? "" : ", ", "<=", le, ": ", cumulative - previous);
+    previous = cumulative;
+  }
+  return out.empty() ? "(none)" : out;
+}
+
+}  // namespace
