@@ -74,6 +74,13 @@ int Run(int argc, char** argv) {
       ->envname("EMBEDSERVE_TARGET")->capture_default_str();
   app.add_option("--timeout", timeout_s, "Deadline per call, seconds")->capture_default_str();
   app.add_flag("--json", as_json, "Machine-readable output: one JSON object per line");
+  std::string token_file, tls_ca, tls_cert, tls_key, tls_server_name;
+  app.add_option("--token-file", token_file, "File whose first line is the bearer token")
+      ->envname("EMBEDSERVE_TOKEN_FILE");
+  app.add_option("--tls-ca", tls_ca, "PEM root CA: use TLS to a TCP target")->envname("EMBEDSERVE_TLS_CA");
+  app.add_option("--tls-cert", tls_cert, "PEM client certificate (mutual TLS)");
+  app.add_option("--tls-key", tls_key, "PEM client key (mutual TLS)");
+  app.add_option("--tls-server-name", tls_server_name, "Name expected in the server certificate");
 
   std::string model;
   Inputs inputs;
@@ -120,6 +127,20 @@ int Run(int argc, char** argv) {
 
   client::ClientOptions options;
   options.timeout = absl::Seconds(timeout_s);
+  for (auto [path, field] : {std::pair<const std::string*, std::string*>{&tls_ca, &options.tls_root_ca},
+                             {&tls_cert, &options.tls_client_cert},
+                             {&tls_key, &options.tls_client_key}}) {
+    if (path->empty()) continue;
+    absl::StatusOr<std::string> content = ReadFile(*path);
+    if (!content.ok()) return Fail(content.status());
+    *field = *content;
+  }
+  options.tls_server_name = tls_server_name;
+  if (!token_file.empty()) {
+    absl::StatusOr<std::string> content = ReadFile(token_file);
+    if (!content.ok()) return Fail(content.status());
+    options.bearer_token = content->substr(0, content->find_first_of("\r\n"));
+  }
   std::unique_ptr<client::Client> client = client::Client::Create(target, options);
 
   if (health->parsed()) {

@@ -18,6 +18,14 @@ struct ClientOptions {
   // Per-call deadline; InfiniteDuration() for none.
   absl::Duration timeout = absl::Seconds(60);
   int max_message_bytes = 64 << 20;
+  // Sent as `authorization: Bearer TOKEN` when not empty.
+  std::string bearer_token;
+  // TLS (TCP targets): PEM contents. A root CA turns TLS on; a client cert + key is for
+  // mutual TLS. `tls_server_name` overrides the name checked in the certificate.
+  std::string tls_root_ca;
+  std::string tls_client_cert;
+  std::string tls_client_key;
+  std::string tls_server_name;
 };
 
 // Thread-safe: calls may be made from many threads at once over the one channel.

@@ -5,6 +5,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <memory>
 #include <string>
 #include <thread>
@@ -50,6 +51,8 @@ struct Flags {
   bool access_log = true;
   int max_concurrent_per_client = 0;
   std::string metrics_listen;
+  std::string auth_token_file;
+  std::string tls_cert, tls_key, tls_client_ca;
   bool continue_on_model_failure = false;
   std::string log_level = "info";
 };
@@ -121,6 +124,14 @@ int Run(int argc, char** argv) {
   app.add_option("--metrics-listen", f.metrics_listen,
                  "Serve Prometheus metrics at http://HOST:PORT/metrics (off when empty)")
       ->envname("EMBEDSERVE_METRICS_LISTEN");
+  app.add_option("--auth-token-file", f.auth_token_file,
+                 "Require 'authorization: Bearer TOKEN' on every method but health; one token per line")
+      ->envname("EMBEDSERVE_AUTH_TOKEN_FILE");
+  app.add_option("--tls-cert", f.tls_cert, "PEM certificate chain for TCP listeners (enables TLS)")
+      ->envname("EMBEDSERVE_TLS_CERT");
+  app.add_option("--tls-key", f.tls_key, "PEM private key for --tls-cert")->envname("EMBEDSERVE_TLS_KEY");
+  app.add_option("--tls-client-ca", f.tls_client_ca, "PEM CA bundle: require and verify client certificates (mutual TLS)")
+      ->envname("EMBEDSERVE_TLS_CLIENT_CA");
   app.add_flag("--continue-on-model-failure", f.continue_on_model_failure,
                "Serve the other models if one fails to load (it is reported FAILED)")
       ->envname("EMBEDSERVE_CONTINUE_ON_MODEL_FAILURE");
@@ -185,6 +196,24 @@ int Run(int argc, char** argv) {
   config.limits.max_labels = f.max_labels;
   config.limits.stream_window = f.stream_window;
   config.access_log = f.access_log;
+  config.tls_cert_file = f.tls_cert;
+  config.tls_key_file = f.tls_key;
+  config.tls_client_ca_file = f.tls_client_ca;
+  if (!f.auth_token_file.empty()) {
+    std::ifstream in(f.auth_token_file);
+    if (!in) {
+      std::fprintf(stderr, "--auth-token-file: cannot read %s\n", f.auth_token_file.c_str());
+      return 2;
+    }
+    for (std::string line; std::getline(in, line);) {
+      while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.pop_back();
+      if (!line.empty() && line[0] != '#') config.auth_tokens.push_back(line);
+    }
+    if (config.auth_tokens.empty()) {
+      std::fprintf(stderr, "--auth-token-file: %s holds no token\n", f.auth_token_file.c_str());
+      return 2;
+    }
+  }
   config.max_concurrent_per_client = f.max_concurrent_per_client;
   absl::StatusOr<std::unique_ptr<rpc::Server>> server = rpc::Server::Start(config, &pipeline);
   if (!server.ok()) {

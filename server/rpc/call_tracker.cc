@@ -1,12 +1,44 @@
 // CallTracker: concurrency limit per client, request metrics and access log.
 #include "server/rpc/call_tracker.h"
 
+#include <algorithm>
+
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
 #include "common/status.h"
 #include "server/metrics/metrics.h"
 
 namespace embedserve::rpc {
+
+namespace {
+
+// Compares without an early exit, so the time taken does not reveal how much matched.
+bool ConstantTimeEquals(absl::string_view a, absl::string_view b) {
+  unsigned char diff = a.size() == b.size() ? 0 : 1;
+  const size_t n = std::max(a.size(), b.size());
+  for (size_t i = 0; i < n; ++i) {
+    const unsigned char x = i < a.size() ? static_cast<unsigned char>(a[i]) : 0;
+    const unsigned char y = i < b.size() ? static_cast<unsigned char>(b[i]) : 0;
+    diff |= x ^ y;
+  }
+  return diff == 0;
+}
+
+}  // namespace
+
+bool CallTracker::Authenticated(const grpc::ServerContextBase& context) const {
+  const auto& metadata = context.client_metadata();
+  auto header = metadata.find("authorization");
+  if (header == metadata.end()) return false;
+  const absl::string_view value(header->second.data(), header->second.size());
+  constexpr absl::string_view kBearer = "Bearer ";
+  if (!absl::StartsWith(value, kBearer)) return false;
+  const absl::string_view presented = value.substr(kBearer.size());
+  bool ok = false;
+  for (const std::string& token : tokens_) ok |= ConstantTimeEquals(presented, token);
+  return ok;
+}
 
 absl::Status CallTracker::Begin(const grpc::ServerContextBase& context, std::string method,
                                 std::string model, int items, Ticket* ticket) {
@@ -19,6 +51,10 @@ absl::Status CallTracker::Begin(const grpc::ServerContextBase& context, std::str
   ticket->client = header != metadata.end()
                        ? std::string(header->second.data(), header->second.size())
                        : context.peer();
+  if (!tokens_.empty() && !Authenticated(context)) {
+    return absl::UnauthenticatedError(
+        "missing or invalid bearer token: send the header 'authorization: Bearer TOKEN'");
+  }
   if (max_per_client_ <= 0) return absl::OkStatus();
   absl::MutexLock lock(&mu_);
   int& count = in_flight_[ticket->client];

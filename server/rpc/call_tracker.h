@@ -4,6 +4,7 @@
 
 #include <map>
 #include <string>
+#include <vector>
 
 #include <grpcpp/server_context.h>
 
@@ -20,8 +21,9 @@ class CallTracker {
   // max_per_client: calls in flight per client (0: no limit). A client is the value of the
   // `x-embedserve-client` request header if sent, else its peer address (all callers of a
   // unix socket share one peer address, so they should send the header).
-  CallTracker(int max_per_client, bool access_log)
-      : max_per_client_(max_per_client), access_log_(access_log) {}
+  // `tokens`: accepted bearer tokens; empty disables authentication.
+  CallTracker(int max_per_client, bool access_log, std::vector<std::string> tokens = {})
+      : max_per_client_(max_per_client), access_log_(access_log), tokens_(std::move(tokens)) {}
 
   struct Ticket {
     std::string method;
@@ -32,16 +34,20 @@ class CallTracker {
     bool holds_slot = false;
   };
 
-  // Starts tracking a call. RESOURCE_EXHAUSTED (and a ticket to End anyway) when the client
-  // already has max_per_client calls in flight.
+  // Starts tracking a call. UNAUTHENTICATED without a valid `authorization: Bearer TOKEN`
+  // header when tokens are configured; RESOURCE_EXHAUSTED when the client already has
+  // max_per_client calls in flight. On error the ticket must still be passed to End.
   absl::Status Begin(const grpc::ServerContextBase& context, std::string method,
                      std::string model, int items, Ticket* ticket);
   // Ends a call: frees its slot, counts it, and writes the access log line.
   void End(const Ticket& ticket, const absl::Status& status);
 
  private:
+  bool Authenticated(const grpc::ServerContextBase& context) const;
+
   const int max_per_client_;
   const bool access_log_;
+  const std::vector<std::string> tokens_;
   absl::Mutex mu_;
   std::map<std::string, int> in_flight_ ABSL_GUARDED_BY(mu_);
 };

@@ -2,6 +2,7 @@
 #include "server/rpc/model_service.h"
 
 #include "absl/strings/str_cat.h"
+#include "common/status.h"
 
 namespace embedserve::rpc {
 namespace {
@@ -35,10 +36,17 @@ void ToModelInfo(const pipeline::ModelSnapshot& model, v1::ModelInfo* out) {
 grpc::ServerUnaryReactor* ModelServiceImpl::ListModels(grpc::CallbackServerContext* context,
                                                        const v1::ListModelsRequest*,
                                                        v1::ListModelsResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  CallTracker::Ticket ticket;
+  absl::Status admitted = tracker_->Begin(*context, "ListModels", "", 0, &ticket);
+  tracker_->End(ticket, admitted);
+  if (!admitted.ok()) {
+    reactor->Finish(ToGrpcStatus(admitted));
+    return reactor;
+  }
   for (const pipeline::ModelSnapshot& model : pipeline_->Models()) {
     ToModelInfo(model, response->add_models());
   }
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   reactor->Finish(grpc::Status::OK);
   return reactor;
 }
@@ -47,6 +55,13 @@ grpc::ServerUnaryReactor* ModelServiceImpl::GetModel(grpc::CallbackServerContext
                                                      const v1::GetModelRequest* request,
                                                      v1::GetModelResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  CallTracker::Ticket ticket;
+  absl::Status admitted = tracker_->Begin(*context, "GetModel", request->name(), 0, &ticket);
+  tracker_->End(ticket, admitted);
+  if (!admitted.ok()) {
+    reactor->Finish(ToGrpcStatus(admitted));
+    return reactor;
+  }
   for (const pipeline::ModelSnapshot& model : pipeline_->Models()) {
     if (model.name == request->name()) {
       ToModelInfo(model, response->mutable_model());

@@ -3,12 +3,15 @@
 
 #include "embedserve/v1/models.grpc.pb.h"
 #include "server/pipeline/pipeline.h"
+#include "server/rpc/call_tracker.h"
 
 namespace embedserve::rpc {
 
 class ModelServiceImpl final : public v1::ModelService::CallbackService {
  public:
-  explicit ModelServiceImpl(pipeline::Pipeline* pipeline) : pipeline_(pipeline) {}
+  // `pipeline` and `tracker` must outlive the service.
+  ModelServiceImpl(pipeline::Pipeline* pipeline, CallTracker* tracker)
+      : pipeline_(pipeline), tracker_(tracker) {}
 
   grpc::ServerUnaryReactor* ListModels(grpc::CallbackServerContext* context,
                                        const v1::ListModelsRequest* request,
@@ -19,6 +22,7 @@ class ModelServiceImpl final : public v1::ModelService::CallbackService {
 
  private:
   pipeline::Pipeline* const pipeline_;
+  CallTracker* const tracker_;
 };
 
 }  // namespace embedserve::rpc

@@ -8,6 +8,8 @@
 
 #include <cerrno>
 #include <cstring>
+#include <fstream>
+#include <sstream>
 
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
@@ -60,6 +62,41 @@ absl::Status PrepareSocketPath(const std::string& path) {
   return absl::OkStatus();
 }
 
+namespace {
+
+absl::StatusOr<std::string> ReadPem(const std::string& path, const char* flag) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::InvalidArgumentError(absl::StrCat(flag, ": cannot read ", path));
+  std::ostringstream content;
+  content << in.rdbuf();
+  if (content.str().find("-----BEGIN") == std::string::npos) {
+    return absl::InvalidArgumentError(absl::StrCat(flag, ": ", path, " is not a PEM file"));
+  }
+  return content.str();
+}
+
+}  // namespace
+
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> TlsCredentials(
+    const ServerConfig& config) {
+  if (config.tls_cert_file.empty() || config.tls_key_file.empty()) {
+    return absl::InvalidArgumentError("TLS needs both --tls-cert and --tls-key");
+  }
+  absl::StatusOr<std::string> cert = ReadPem(config.tls_cert_file, "--tls-cert");
+  if (!cert.ok()) return cert.status();
+  absl::StatusOr<std::string> key = ReadPem(config.tls_key_file, "--tls-key");
+  if (!key.ok()) return key.status();
+  grpc::SslServerCredentialsOptions options;
+  options.pem_key_cert_pairs.push_back({*key, *cert});
+  if (!config.tls_client_ca_file.empty()) {
+    absl::StatusOr<std::string> ca = ReadPem(config.tls_client_ca_file, "--tls-client-ca");
+    if (!ca.ok()) return ca.status();
+    options.pem_root_certs = *ca;
+    options.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+  }
+  return grpc::SslServerCredentials(options);
+}
+
 Server::~Server() {
   if (!shut_down_ && server_) Shutdown(absl::Now());
 }
@@ -73,6 +110,12 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerConfig& config
   if (config.reflection) grpc::reflection::InitProtoReflectionServerBuilderPlugin();
 
   std::unique_ptr<Server> server(new Server());
+  std::shared_ptr<grpc::ServerCredentials> tcp_credentials = grpc::InsecureServerCredentials();
+  if (!config.tls_cert_file.empty() || !config.tls_key_file.empty()) {
+    absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> tls = TlsCredentials(config);
+    if (!tls.ok()) return tls.status();
+    tcp_credentials = *tls;
+  }
   grpc::ServerBuilder builder;
   builder.SetMaxReceiveMessageSize(config.max_message_bytes);
   builder.SetMaxSendMessageSize(config.max_message_bytes);
@@ -86,13 +129,13 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerConfig& config
       builder.AddListeningPort(absl::StrCat("unix:", path), grpc::InsecureServerCredentials());
     } else {
       ports.push_back(std::make_unique<int>(0));
-      builder.AddListeningPort(address, grpc::InsecureServerCredentials(), ports.back().get());
+      builder.AddListeningPort(address, tcp_credentials, ports.back().get());
     }
   }
-  server->tracker_ =
-      std::make_unique<CallTracker>(config.max_concurrent_per_client, config.access_log);
+  server->tracker_ = std::make_unique<CallTracker>(config.max_concurrent_per_client,
+                                                   config.access_log, config.auth_tokens);
   auto embed = std::make_unique<EmbedServiceImpl>(pipeline, config.limits, server->tracker_.get());
-  auto models = std::make_unique<ModelServiceImpl>(pipeline);
+  auto models = std::make_unique<ModelServiceImpl>(pipeline, server->tracker_.get());
   builder.RegisterService(embed.get());
   builder.RegisterService(models.get());
 

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include <grpcpp/security/server_credentials.h>
 #include <grpcpp/server.h>
 
 #include "absl/status/status.h"
@@ -27,6 +28,12 @@ struct ServerConfig {
   RequestLimits limits;
   int max_concurrent_per_client = 0;  // 0: no limit
   bool access_log = true;
+  // Bearer tokens accepted (empty: no authentication). Health stays open.
+  std::vector<std::string> auth_tokens;
+  // TLS for TCP listeners (PEM files; empty: plaintext). A client CA turns on mutual TLS.
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  std::string tls_client_ca_file;
 };
 
 // Not thread-safe except SetServing/SetAllNotServing (safe from any thread).
@@ -64,6 +71,11 @@ class Server {
   std::vector<int> tcp_ports_;
   bool shut_down_ = false;
 };
+
+// Server credentials for TCP listeners from the TLS settings (INVALID_ARGUMENT naming the
+// flag for a missing or non-PEM file).
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> TlsCredentials(
+    const ServerConfig& config);
 
 // Parses "unix:PATH" / "unix://PATH"; returns the path or "" if `address` is not unix.
 std::string UnixSocketPath(const std::string& address);
