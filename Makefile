@@ -6,8 +6,9 @@ SOCKET ?= /tmp/embedserve.sock
 TCP ?= 127.0.0.1:50051
 MODEL ?= demo=tests/data/openclip-reference/model
 CMAKE_FLAGS ?=
+FUZZ_SECONDS ?= 30
 
-.PHONY: run test deps build configure lint clean
+.PHONY: run test deps build configure lint clean fuzz test-asan test-tsan ci
 
 run: build
 	@echo "embedserve: serving the project's tiny demo model (random weights, 32-d; pass MODEL=NAME=DIR for a real one)"
@@ -25,8 +26,28 @@ configure: deps
 build: configure
 	cmake --build $(BUILD) -j $(JOBS)
 
+# CI runs `make test`, then these: fuzzing (bounded), the suite under ASan+UBSan, and the
+# pipeline tests under TSan.
+ci: test fuzz test-asan test-tsan
+
+fuzz: deps
+	scripts/fuzz $(FUZZ_SECONDS)
+
+test-asan: deps
+	cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DEMBEDSERVE_SANITIZER=address -DEMBEDSERVE_BUILD_BENCHMARKS=OFF
+	cmake --build build-asan -j $(JOBS)
+	cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	  LSAN_OPTIONS=suppressions=$(CURDIR)/tests/sanitizers/lsan.supp \
+	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:suppressions=$(CURDIR)/tests/sanitizers/ubsan.supp \
+	  ctest --output-on-failure -j2 --timeout 1800 -E "python_grpc_client|buf_curl"
+
+test-tsan: deps
+	cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DEMBEDSERVE_SANITIZER=thread -DEMBEDSERVE_BUILD_BENCHMARKS=OFF
+	cmake --build build-tsan -j $(JOBS) --target pipeline_tests
+	TSAN_OPTIONS=halt_on_error=1:suppressions=$(CURDIR)/tests/sanitizers/tsan.supp build-tsan/tests/server/pipeline_tests
+
 lint: deps
 	cd proto && ../$(BUILD)/tools/node_modules/.bin/buf lint
 
 clean:
-	rm -rf $(BUILD)
+	rm -rf $(BUILD) build-fuzz build-asan build-tsan

@@ -40,7 +40,7 @@ Histogram::Histogram(std::vector<double> upper_bounds)
 void Histogram::Observe(double value) {
   const size_t i = std::lower_bound(bounds_.begin(), bounds_.end(), value) - bounds_.begin();
   counts_[i].fetch_add(1, std::memory_order_relaxed);
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   sum_ += value;
   ++count_;
 }
@@ -48,7 +48,7 @@ void Histogram::Observe(double value) {
 void Histogram::Snapshot(std::vector<uint64_t>* counts, double* sum, uint64_t* count) const {
   counts->resize(bounds_.size() + 1);
   for (size_t i = 0; i <= bounds_.size(); ++i) (*counts)[i] = counts_[i].load();
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   *sum = sum_;
   *count = count_;
 }
@@ -62,7 +62,7 @@ std::vector<double> SizeBuckets() { return {1, 2, 4, 8, 16, 32, 64, 128, 256, 51
 
 Counter& Registry::GetCounter(const std::string& name, const std::string& help,
                               const Labels& labels) {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   Family& family = families_[name];
   family.help = help;
   family.type = "counter";
@@ -73,7 +73,7 @@ Counter& Registry::GetCounter(const std::string& name, const std::string& help,
 
 Histogram& Registry::GetHistogram(const std::string& name, const std::string& help,
                                   const Labels& labels, const std::vector<double>& bounds) {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   Family& family = families_[name];
   family.help = help;
   family.type = "histogram";
@@ -84,7 +84,7 @@ Histogram& Registry::GetHistogram(const std::string& name, const std::string& he
 
 void Registry::SetGauge(const std::string& name, const std::string& help,
                         std::function<std::vector<std::pair<Labels, double>>()> read) {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   Family& family = families_[name];
   family.help = help;
   family.type = "gauge";
@@ -92,7 +92,7 @@ void Registry::SetGauge(const std::string& name, const std::string& help,
 }
 
 std::string Registry::Render() const {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   std::string out;
   for (const auto& [name, family] : families_) {
     absl::StrAppend(&out, "# HELP ", name, " ", family.help, "\n# TYPE ", name, " ",

@@ -13,7 +13,8 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/synchronization/mutex.h"
+#include <mutex>
+#include <condition_variable>
 
 namespace embedserve::metrics {
 
@@ -41,7 +42,7 @@ class Histogram {
  private:
   const std::vector<double> bounds_;
   std::unique_ptr<std::atomic<uint64_t>[]> counts_;
-  mutable absl::Mutex mu_;
+  mutable std::mutex mu_;
   double sum_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t count_ ABSL_GUARDED_BY(mu_) = 0;
 };
@@ -70,7 +71,7 @@ class Registry {
     std::map<Labels, std::unique_ptr<Histogram>> histograms;
     std::function<std::vector<std::pair<Labels, double>>()> gauge;
   };
-  mutable absl::Mutex mu_;
+  mutable std::mutex mu_;
   std::map<std::string, Family> families_ ABSL_GUARDED_BY(mu_);
 };
 

@@ -50,7 +50,7 @@ DeviceExecutor::~DeviceExecutor() { Stop(); }
 int DeviceExecutor::AddQueue(models::Model* model, const std::string& model_name,
                              Modality modality, BatchPolicy policy) {
   auto queue = std::make_unique<Queue>(model, model_name, modality, policy);
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   queues_.push_back(std::move(queue));
   return static_cast<int>(queues_.size()) - 1;
 }
@@ -61,25 +61,29 @@ void DeviceExecutor::Start() {
 
 void DeviceExecutor::Stop() {
   {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard<std::mutex> lock(mu_);
     stopping_ = true;
   }
+  wake_.notify_all();
   if (thread_.joinable()) thread_.join();
 }
 
 absl::Status DeviceExecutor::Enqueue(int queue_id, QueuedItem item) {
-  absl::MutexLock lock(&mu_);
-  Queue& queue = *queues_.at(queue_id);
-  if (!queue.items.Push(std::move(item))) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "the model's queue is full (", queue.items.policy().queue_capacity,
-        " items, --queue-capacity); retry with backoff"));
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    Queue& queue = *queues_.at(queue_id);
+    if (!queue.items.Push(std::move(item))) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "the model's queue is full (", queue.items.policy().queue_capacity,
+          " items, --queue-capacity); retry with backoff"));
+    }
   }
+  wake_.notify_one();
   return absl::OkStatus();
 }
 
 int DeviceExecutor::QueueDepth(int queue_id) const {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   return queues_.at(queue_id)->items.size();
 }
 
@@ -90,7 +94,7 @@ void DeviceExecutor::RunLoop() {
     std::vector<QueuedItem> batch;
     std::vector<QueuedItem> skipped;
     {
-      absl::MutexLock lock(&mu_);
+      std::unique_lock<std::mutex> lock(mu_);
       while (chosen == nullptr) {
         const absl::Time now = absl::Now();
         absl::Time wake = absl::InfiniteFuture();
@@ -113,22 +117,12 @@ void DeviceExecutor::RunLoop() {
         }
         if (chosen != nullptr) break;
         if (stopping_ && !any_items) return;
-        // Sleep until a batch may be ready or the queues change.
-        const size_t sizes_before = [&] {
-          size_t s = 0;
-          for (auto& q : queues_) s += q->items.size();
-          return s;
-        }();
-        auto changed = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-          if (stopping_) return true;
-          size_t s = 0;
-          for (auto& q : queues_) s += q->items.size();
-          return s != sizes_before;
-        };
+        // Sleep until a batch may be ready or the queues change (Enqueue and Stop notify;
+        // a spurious wake-up just re-evaluates).
         if (wake == absl::InfiniteFuture()) {
-          mu_.Await(absl::Condition(&changed));
+          wake_.wait(lock);
         } else {
-          mu_.AwaitWithDeadline(absl::Condition(&changed), wake);
+          wake_.wait_until(lock, absl::ToChronoTime(wake));
         }
       }
       batch = chosen->items.TakeBatch(absl::Now(), &skipped);
@@ -180,7 +174,7 @@ void DeviceExecutor::RunBatch(Queue& queue, std::vector<QueuedItem> batch) {
 }
 
 std::vector<std::pair<metrics::Labels, double>> DeviceExecutor::QueueDepths() const {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   std::vector<std::pair<metrics::Labels, double>> out;
   for (const auto& q : queues_) out.emplace_back(q->labels, q->items.size());
   return out;

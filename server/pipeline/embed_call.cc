@@ -67,7 +67,7 @@ CallTimings EmbedCall::timings() const {
 void EmbedCall::Complete(const absl::Status& status) {
   Done done;
   {
-    absl::MutexLock lock(&done_mu_);
+    std::lock_guard<std::mutex> lock(done_mu_);
     if (!done_) return;  // already completed
     finished_.store(true, std::memory_order_release);
     done = std::move(done_);

@@ -11,7 +11,8 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
-#include "absl/synchronization/mutex.h"
+#include <mutex>
+#include <condition_variable>
 #include "absl/time/time.h"
 #include "server/models/model.h"
 
@@ -86,7 +87,7 @@ class EmbedCall {
   std::atomic<int64_t> preprocess_us_{0};
   std::atomic<int64_t> queue_us_{0};
   std::atomic<int64_t> inference_us_{0};
-  absl::Mutex done_mu_;
+  std::mutex done_mu_;
   Done done_ ABSL_GUARDED_BY(done_mu_);
 };
 

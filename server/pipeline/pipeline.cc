@@ -1,10 +1,10 @@
 // Pipeline: model registry, preprocessing dispatch and hand-off to the device executor.
 #include "server/pipeline/pipeline.h"
 
+#include <future>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/notification.h"
 #include "server/metrics/metrics.h"
 
 namespace embedserve::pipeline {
@@ -17,7 +17,7 @@ void Pipeline::AddLoading(std::string name, std::string source) {
   auto entry = std::make_unique<ModelEntry>();
   entry->name = std::move(name);
   entry->source = std::move(source);
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   models_.push_back(std::move(entry));
 }
 
@@ -29,7 +29,7 @@ ModelEntry* Pipeline::Find(absl::string_view name) const {
 }
 
 void Pipeline::SetReady(absl::string_view name, std::unique_ptr<models::Model> model) {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   ModelEntry* entry = Find(name);
   if (entry == nullptr) return;
   entry->description = model->description();
@@ -53,7 +53,7 @@ void Pipeline::SetReady(absl::string_view name, std::unique_ptr<models::Model> m
 }
 
 void Pipeline::SetFailed(absl::string_view name, const absl::Status& why) {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   ModelEntry* entry = Find(name);
   if (entry == nullptr) return;
   entry->state = ModelState::kFailed;
@@ -62,7 +62,7 @@ void Pipeline::SetFailed(absl::string_view name, const absl::Status& why) {
 }
 
 std::vector<ModelSnapshot> Pipeline::Models() const {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   std::vector<ModelSnapshot> out;
   for (const auto& entry : models_) {
     out.push_back(ModelSnapshot{entry->name, entry->source, entry->state, entry->state_message,
@@ -86,7 +86,7 @@ absl::StatusOr<ModelEntry*> Pipeline::FindReady(absl::string_view name) const {
   if (name.empty()) {
     return absl::InvalidArgumentError("model: empty; name a model from ModelService.ListModels");
   }
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   if (ModelEntry* entry = Find(name)) {
     switch (entry->state) {
       case ModelState::kReady:
@@ -125,14 +125,11 @@ absl::Status Pipeline::Warmup(absl::string_view name) {
     }
     const int side = entry.description.image_size;
     for (const int size : {1, policy.max_batch_size}) {
-      absl::Notification done;
-      absl::Status result;
+      std::promise<absl::Status> done;
       auto call = std::make_shared<EmbedCall>(
           std::vector<CallInput>(size, CallInput{modality, "", "warmup"}), true,
-          absl::InfiniteFuture(), [&](const absl::Status& status, EmbedCall&) {
-            result = status;
-            done.Notify();
-          });
+          absl::InfiniteFuture(),
+          [&done](const absl::Status& status, EmbedCall&) { done.set_value(status); });
       for (int i = 0; i < size; ++i) {
         if (modality == Modality::kText) call->text(i) = text;
         else call->image(i).pixels.assign(static_cast<size_t>(3) * side * side, 0.f);
@@ -142,7 +139,7 @@ absl::Status Pipeline::Warmup(absl::string_view name) {
             queue, QueuedItem{call, i, static_cast<int>(text.token_ids.size()) + 1, absl::Now()});
         if (!queued.ok()) call->Fail(queued);
       }
-      done.WaitForNotification();
+      const absl::Status result = done.get_future().get();
       if (!result.ok()) {
         return absl::Status(result.code(), absl::StrCat("warm-up of '", name, "' (",
                                                         modality == Modality::kText ? "text" : "image",

@@ -10,7 +10,8 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
+#include <mutex>
+#include <condition_variable>
 #include "server/models/model.h"
 #include "server/pipeline/batch_queue.h"
 #include "server/pipeline/device_executor.h"
@@ -96,7 +97,7 @@ class Pipeline {
   ModelEntry* Find(absl::string_view name) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const PipelineOptions options_;
-  mutable absl::Mutex mu_;
+  mutable std::mutex mu_;
   std::vector<std::unique_ptr<ModelEntry>> models_ ABSL_GUARDED_BY(mu_);
   DeviceExecutor executor_;
   std::unique_ptr<ThreadPool> pool_;

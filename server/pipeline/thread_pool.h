@@ -8,7 +8,8 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/synchronization/mutex.h"
+#include <mutex>
+#include <condition_variable>
 
 namespace embedserve::pipeline {
 
@@ -31,7 +32,10 @@ class ThreadPool {
   void WorkLoop();
 
   const int max_pending_;
-  mutable absl::Mutex mu_;
+  // std::mutex rather than absl::Mutex: ThreadSanitizer cannot see through Debian's
+  // uninstrumented absl build (the pipeline runs under TSan in CI).
+  mutable std::mutex mu_;
+  std::condition_variable wake_;
   std::deque<std::function<void()>> tasks_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::vector<std::thread> threads_;

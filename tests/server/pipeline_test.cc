@@ -9,12 +9,41 @@
 #include <catch2/catch.hpp>
 
 #include "absl/strings/numbers.h"
-#include "absl/synchronization/notification.h"
+#include <condition_variable>
+#include <mutex>
 #include "server/pipeline/batch_queue.h"
 #include "server/pipeline/pipeline.h"
 
 namespace embedserve::pipeline {
 namespace {
+
+// Notification on std primitives: Debian's absl is not TSan-instrumented, and these
+// tests also run under ThreadSanitizer.
+class Notification {
+ public:
+  void Notify() {
+    std::lock_guard<std::mutex> lock(mu_);
+    notified_ = true;
+    cv_.notify_all();
+  }
+  bool HasBeenNotified() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return notified_;
+  }
+  void WaitForNotification() {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [this] { return notified_; });
+  }
+  bool WaitForNotificationWithTimeout(absl::Duration timeout) {
+    std::unique_lock<std::mutex> lock(mu_);
+    return cv_.wait_for(lock, absl::ToChronoNanoseconds(timeout), [this] { return notified_; });
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool notified_ = false;
+};
 
 // A fake model: a text "N" (a number) becomes N tokens and the 2-d vector [N, batch size];
 // "bad" fails in preprocessing; "boom" fails its whole forward. Records batch sizes.
@@ -53,7 +82,7 @@ class FakeModel : public models::Model {
       lengths.push_back(static_cast<int>(t->token_ids.size()));
     }
     {
-      absl::MutexLock lock(&mu);
+      std::lock_guard<std::mutex> lock(mu);
       batch_sizes.push_back(static_cast<int>(texts.size()));
       batch_lengths.push_back(lengths);
     }
@@ -69,16 +98,16 @@ class FakeModel : public models::Model {
     return absl::UnimplementedError("no images");
   }
 
-  absl::Mutex mu;
+  std::mutex mu;
   std::vector<int> batch_sizes;
   std::vector<std::vector<int>> batch_lengths;
-  absl::Notification* gate = nullptr;
-  absl::Notification* entered = nullptr;
+  Notification* gate = nullptr;
+  Notification* entered = nullptr;
   models::ModelDescription description_;
 };
 
 struct Outcome {
-  absl::Notification done;
+  Notification done;
   absl::Status status;
   std::vector<models::Embedding> results;
 };
@@ -192,7 +221,7 @@ TEST_CASE("a full queue refuses at once with RESOURCE_EXHAUSTED") {
   policy.queue_capacity = 2;
   policy.max_queue_delay = absl::ZeroDuration();
   Harness h(policy);
-  absl::Notification gate, entered;
+  Notification gate, entered;
   h.model->gate = &gate;  // the device is busy until released
   h.model->entered = &entered;
   std::vector<Outcome> outcomes(6);
@@ -234,7 +263,7 @@ TEST_CASE("a call past its deadline or cancelled is dropped before it costs comp
     CHECK(outcome.status.code() == absl::StatusCode::kCancelled);
   }
   absl::SleepFor(absl::Milliseconds(150));  // past the batch delay
-  absl::MutexLock lock(&h.model->mu);
+  std::lock_guard<std::mutex> lock(h.model->mu);
   CHECK(h.model->batch_sizes.empty());
 }
 
@@ -282,7 +311,7 @@ TEST_CASE("warm-up runs one forward at batch 1 and one at max_batch_size per mod
   policy.max_queue_delay = absl::Milliseconds(1);
   Harness h(policy);
   REQUIRE(h.pipeline->Warmup("fake").ok());
-  absl::MutexLock lock(&h.model->mu);
+  std::lock_guard<std::mutex> lock(h.model->mu);
   CHECK(h.model->batch_sizes == std::vector<int>{1, 6});
 }
 
