@@ -13,8 +13,9 @@ const char* ModalityName(Modality modality) {
 }
 
 struct DeviceExecutor::Queue {
-  Queue(models::Model* m, const std::string& name, Modality mod, BatchPolicy policy)
-      : model(m), modality(mod), items(policy),
+  Queue(std::shared_ptr<models::Model> m, const std::string& name, Modality mod,
+        BatchPolicy policy)
+      : model(std::move(m)), modality(mod), items(policy),
         labels({{"model", name}, {"modality", ModalityName(mod)}}) {
     auto& registry = metrics::Global();
     batch_size = &registry.GetHistogram("embedserve_batch_size", "Items per model forward",
@@ -32,9 +33,10 @@ struct DeviceExecutor::Queue {
     failed = &registry.GetCounter("embedserve_batch_failures_total", "Forwards that failed",
                                   labels);
   }
-  models::Model* model;
+  std::shared_ptr<models::Model> model;
   Modality modality;
   BatchQueue items;
+  bool retiring = false;
   metrics::Labels labels;
   metrics::Histogram* batch_size;
   metrics::Histogram* inference;
@@ -47,12 +49,24 @@ struct DeviceExecutor::Queue {
 DeviceExecutor::DeviceExecutor() = default;
 DeviceExecutor::~DeviceExecutor() { Stop(); }
 
-int DeviceExecutor::AddQueue(models::Model* model, const std::string& model_name,
+int DeviceExecutor::AddQueue(std::shared_ptr<models::Model> model, const std::string& model_name,
                              Modality modality, BatchPolicy policy) {
-  auto queue = std::make_unique<Queue>(model, model_name, modality, policy);
+  auto queue = std::make_unique<Queue>(std::move(model), model_name, modality, policy);
   std::lock_guard<std::mutex> lock(mu_);
-  queues_.push_back(std::move(queue));
-  return static_cast<int>(queues_.size()) - 1;
+  const int id = next_id_++;
+  queues_[id] = std::move(queue);
+  return id;
+}
+
+void DeviceExecutor::RetireQueue(int queue_id) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = queues_.find(queue_id);
+    if (it == queues_.end()) return;
+    // Only the executor thread erases queues (it may be running this one's batch).
+    it->second->retiring = true;
+  }
+  wake_.notify_one();
 }
 
 void DeviceExecutor::Start() {
@@ -71,7 +85,11 @@ void DeviceExecutor::Stop() {
 absl::Status DeviceExecutor::Enqueue(int queue_id, QueuedItem item) {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    Queue& queue = *queues_.at(queue_id);
+    auto it = queues_.find(queue_id);
+    if (it == queues_.end()) {
+      return absl::UnavailableError("the model was unloaded; retry to use its new version");
+    }
+    Queue& queue = *it->second;
     if (!queue.items.Push(std::move(item))) {
       return absl::ResourceExhaustedError(absl::StrCat(
           "the model's queue is full (", queue.items.policy().queue_capacity,
@@ -84,13 +102,14 @@ absl::Status DeviceExecutor::Enqueue(int queue_id, QueuedItem item) {
 
 int DeviceExecutor::QueueDepth(int queue_id) const {
   std::lock_guard<std::mutex> lock(mu_);
-  return queues_.at(queue_id)->items.size();
+  auto it = queues_.find(queue_id);
+  return it == queues_.end() ? 0 : it->second->items.size();
 }
 
 void DeviceExecutor::RunLoop() {
   while (true) {
     Queue* chosen = nullptr;
-    int chosen_id = -1;
+    std::vector<std::unique_ptr<Queue>> retired;
     std::vector<QueuedItem> batch;
     std::vector<QueuedItem> skipped;
     {
@@ -99,26 +118,37 @@ void DeviceExecutor::RunLoop() {
         const absl::Time now = absl::Now();
         absl::Time wake = absl::InfiniteFuture();
         bool any_items = false;
-        const int n = static_cast<int>(queues_.size());
-        for (int k = 0; k < n && chosen == nullptr; ++k) {
-          const int id = (next_queue_ + k) % n;
-          Queue& q = *queues_[id];
+        // Retired queues that drained are dropped here (their models freed after unlock).
+        for (auto it = queues_.begin(); it != queues_.end();) {
+          if (it->second->retiring && it->second->items.empty()) {
+            retired.push_back(std::move(it->second));
+            it = queues_.erase(it);
+          } else {
+            ++it;
+          }
+        }
+        // Round-robin: start after the queue served last, wrap around.
+        auto start = queues_.upper_bound(last_served_);
+        for (size_t k = 0; k < queues_.size() && chosen == nullptr; ++k) {
+          if (start == queues_.end()) start = queues_.begin();
+          Queue& q = *start->second;
+          const int id = start->first;
+          ++start;
           if (q.items.empty()) continue;
           any_items = true;
           const absl::Time ready = q.items.ReadyAt();
           // While stopping, flush without waiting for batches to fill.
           if (ready <= now || stopping_) {
             chosen = &q;
-            chosen_id = id;
-            next_queue_ = (id + 1) % n;
+            last_served_ = id;
           } else if (ready < wake) {
             wake = ready;
           }
         }
         if (chosen != nullptr) break;
         if (stopping_ && !any_items) return;
-        // Sleep until a batch may be ready or the queues change (Enqueue and Stop notify;
-        // a spurious wake-up just re-evaluates).
+        // Sleep until a batch may be ready or the queues change (Enqueue, RetireQueue and
+        // Stop notify; a spurious wake-up just re-evaluates).
         if (wake == absl::InfiniteFuture()) {
           wake_.wait(lock);
         } else {
@@ -176,7 +206,7 @@ void DeviceExecutor::RunBatch(Queue& queue, std::vector<QueuedItem> batch) {
 std::vector<std::pair<metrics::Labels, double>> DeviceExecutor::QueueDepths() const {
   std::lock_guard<std::mutex> lock(mu_);
   std::vector<std::pair<metrics::Labels, double>> out;
-  for (const auto& q : queues_) out.emplace_back(q->labels, q->items.size());
+  for (const auto& [id, q] : queues_) out.emplace_back(q->labels, q->items.size());
   return out;
 }
 

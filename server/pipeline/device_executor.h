@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <string>
+#include <map>
 #include <memory>
 #include <thread>
 #include <vector>
@@ -28,10 +29,13 @@ class DeviceExecutor {
   DeviceExecutor(const DeviceExecutor&) = delete;
   DeviceExecutor& operator=(const DeviceExecutor&) = delete;
 
-  // Registers a queue feeding `model` with inputs of `modality`; returns its id.
-  // `model` must outlive the executor. `model_name` labels its metrics.
-  int AddQueue(models::Model* model, const std::string& model_name, Modality modality,
-               BatchPolicy policy);
+  // Registers a queue feeding `model` with inputs of `modality`; returns its id (never
+  // reused). The queue shares ownership of the model. `model_name` labels its metrics.
+  int AddQueue(std::shared_ptr<models::Model> model, const std::string& model_name,
+               Modality modality, BatchPolicy policy);
+  // The queue takes items as before, but is removed (and lets go of its model) as soon as
+  // it is empty: a replaced or unloaded model version drains, then is freed.
+  void RetireQueue(int queue_id);
 
   void Start();
   void Stop();
@@ -51,9 +55,10 @@ class DeviceExecutor {
   // uninstrumented absl build (the pipeline runs under TSan in CI).
   mutable std::mutex mu_;
   std::condition_variable wake_;
-  std::vector<std::unique_ptr<Queue>> queues_ ABSL_GUARDED_BY(mu_);
+  std::map<int, std::unique_ptr<Queue>> queues_ ABSL_GUARDED_BY(mu_);
+  int next_id_ ABSL_GUARDED_BY(mu_) = 0;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
-  int next_queue_ ABSL_GUARDED_BY(mu_) = 0;
+  int last_served_ ABSL_GUARDED_BY(mu_) = -1;  // round-robin position (a queue id)
   std::thread thread_;
 };
 

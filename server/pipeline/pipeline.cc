@@ -1,6 +1,7 @@
 // Pipeline: model registry, preprocessing dispatch and hand-off to the device executor.
 #include "server/pipeline/pipeline.h"
 
+#include <algorithm>
 #include <future>
 #include <utility>
 
@@ -14,14 +15,18 @@ Pipeline::Pipeline(PipelineOptions options) : options_(std::move(options)) {}
 Pipeline::~Pipeline() { Stop(); }
 
 void Pipeline::AddLoading(std::string name, std::string source) {
-  auto entry = std::make_unique<ModelEntry>();
+  std::lock_guard<std::mutex> lock(mu_);
+  if (Entry* existing = Find(name)) {
+    existing->source = std::move(source);
+    return;
+  }
+  auto entry = std::make_unique<Entry>();
   entry->name = std::move(name);
   entry->source = std::move(source);
-  std::lock_guard<std::mutex> lock(mu_);
   models_.push_back(std::move(entry));
 }
 
-ModelEntry* Pipeline::Find(absl::string_view name) const {
+Pipeline::Entry* Pipeline::Find(absl::string_view name) const {
   for (const auto& entry : models_) {
     if (entry->name == name) return entry.get();
   }
@@ -29,36 +34,74 @@ ModelEntry* Pipeline::Find(absl::string_view name) const {
 }
 
 void Pipeline::SetReady(absl::string_view name, std::unique_ptr<models::Model> model) {
-  std::lock_guard<std::mutex> lock(mu_);
-  ModelEntry* entry = Find(name);
-  if (entry == nullptr) return;
-  entry->description = model->description();
-  entry->model = std::move(model);
+  auto version = std::make_shared<ServingModel>();
+  version->name = std::string(name);
+  version->description = model->description();
+  version->model = std::move(model);
   auto& registry = metrics::Global();
   for (const char* modality : {"text", "image"}) {
     metrics::Histogram* histogram = &registry.GetHistogram(
         "embedserve_preprocess_seconds", "Decode/resize or tokenization time per item",
-        {{"model", entry->name}, {"modality", modality}}, metrics::LatencyBuckets());
-    (modality[0] == 't' ? entry->text_preprocess : entry->image_preprocess) = histogram;
+        {{"model", version->name}, {"modality", modality}}, metrics::LatencyBuckets());
+    (modality[0] == 't' ? version->text_preprocess : version->image_preprocess) = histogram;
   }
-  if (entry->description.accepts_text) {
-    entry->text_queue =
-        executor_.AddQueue(entry->model.get(), entry->name, Modality::kText, options_.text_policy);
+  if (version->description.accepts_text) {
+    version->text_queue = executor_.AddQueue(version->model, version->name, Modality::kText,
+                                             options_.text_policy);
   }
-  if (entry->description.accepts_image) {
-    entry->image_queue =
-        executor_.AddQueue(entry->model.get(), entry->name, Modality::kImage, options_.image_policy);
+  if (version->description.accepts_image) {
+    version->image_queue = executor_.AddQueue(version->model, version->name, Modality::kImage,
+                                              options_.image_policy);
   }
-  entry->state = ModelState::kReady;
+  std::shared_ptr<ServingModel> previous;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    Entry* entry = Find(name);
+    if (entry == nullptr) {
+      models_.push_back(std::make_unique<Entry>());
+      entry = models_.back().get();
+      entry->name = std::string(name);
+    }
+    previous = std::move(entry->current);
+    entry->current = version;
+    entry->state = ModelState::kReady;
+    entry->state_message.clear();
+    entry->failure_code = absl::StatusCode::kOk;
+  }
+  if (previous) Retire(*previous);
+}
+
+void Pipeline::Retire(const ServingModel& version) {
+  if (version.text_queue >= 0) executor_.RetireQueue(version.text_queue);
+  if (version.image_queue >= 0) executor_.RetireQueue(version.image_queue);
 }
 
 void Pipeline::SetFailed(absl::string_view name, const absl::Status& why) {
-  std::lock_guard<std::mutex> lock(mu_);
-  ModelEntry* entry = Find(name);
-  if (entry == nullptr) return;
-  entry->state = ModelState::kFailed;
-  entry->failure_code = why.code();
-  entry->state_message = std::string(why.message());
+  std::shared_ptr<ServingModel> previous;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    Entry* entry = Find(name);
+    if (entry == nullptr) return;
+    previous = std::move(entry->current);
+    entry->state = ModelState::kFailed;
+    entry->failure_code = why.code();
+    entry->state_message = std::string(why.message());
+  }
+  if (previous) Retire(*previous);
+}
+
+bool Pipeline::Remove(absl::string_view name) {
+  std::shared_ptr<ServingModel> previous;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = std::find_if(models_.begin(), models_.end(),
+                           [&](const auto& e) { return e->name == name; });
+    if (it == models_.end()) return false;
+    previous = std::move((*it)->current);
+    models_.erase(it);
+  }
+  if (previous) Retire(*previous);
+  return true;
 }
 
 std::vector<ModelSnapshot> Pipeline::Models() const {
@@ -66,7 +109,8 @@ std::vector<ModelSnapshot> Pipeline::Models() const {
   std::vector<ModelSnapshot> out;
   for (const auto& entry : models_) {
     out.push_back(ModelSnapshot{entry->name, entry->source, entry->state, entry->state_message,
-                                entry->description});
+                                entry->current ? entry->current->description
+                                               : models::ModelDescription()});
   }
   return out;
 }
@@ -82,15 +126,16 @@ void Pipeline::Stop() {
   executor_.Stop();
 }
 
-absl::StatusOr<ModelEntry*> Pipeline::FindReady(absl::string_view name) const {
+absl::StatusOr<std::shared_ptr<ServingModel>> Pipeline::FindReady(
+    absl::string_view name) const {
   if (name.empty()) {
     return absl::InvalidArgumentError("model: empty; name a model from ModelService.ListModels");
   }
   std::lock_guard<std::mutex> lock(mu_);
-  if (ModelEntry* entry = Find(name)) {
+  if (const Entry* entry = Find(name)) {
+    if (entry->current) return entry->current;  // ready, or reloading with the old version
     switch (entry->state) {
       case ModelState::kReady:
-        return entry;
       case ModelState::kLoading:
         return absl::UnavailableError(absl::StrCat("model '", name, "' is still loading"));
       case ModelState::kFailed:
@@ -108,9 +153,9 @@ absl::StatusOr<ModelEntry*> Pipeline::FindReady(absl::string_view name) const {
 }
 
 absl::Status Pipeline::Warmup(absl::string_view name) {
-  absl::StatusOr<ModelEntry*> found = FindReady(name);
+  absl::StatusOr<std::shared_ptr<ServingModel>> found = FindReady(name);
   if (!found.ok()) return found.status();
-  ModelEntry& entry = **found;
+  const ServingModel& entry = **found;
   for (const Modality modality : {Modality::kText, Modality::kImage}) {
     const int queue = modality == Modality::kText ? entry.text_queue : entry.image_queue;
     if (queue < 0) continue;
@@ -151,13 +196,13 @@ absl::Status Pipeline::Warmup(absl::string_view name) {
   return absl::OkStatus();
 }
 
-void Pipeline::Submit(ModelEntry& model, std::shared_ptr<EmbedCall> call) {
+void Pipeline::Submit(std::shared_ptr<ServingModel> model, std::shared_ptr<EmbedCall> call) {
   for (int i = 0; i < call->size(); ++i) {
     const CallInput& input = call->input(i);
     const bool text = input.modality == Modality::kText;
-    if (text ? model.text_queue < 0 : model.image_queue < 0) {
+    if (text ? model->text_queue < 0 : model->image_queue < 0) {
       call->Fail(absl::InvalidArgumentError(absl::StrCat(
-          input.field, ": model '", model.name, "' does not accept ", text ? "text" : "images")));
+          input.field, ": model '", model->name, "' does not accept ", text ? "text" : "images")));
       return;
     }
   }
@@ -166,9 +211,7 @@ void Pipeline::Submit(ModelEntry& model, std::shared_ptr<EmbedCall> call) {
     return;
   }
   for (int i = 0; i < call->size(); ++i) {
-    std::shared_ptr<EmbedCall> shared = call;
-    ModelEntry* entry = &model;
-    if (!pool_ || !pool_->TrySchedule([this, entry, shared, i] { Prepare(*entry, shared, i); })) {
+    if (!pool_ || !pool_->TrySchedule([this, model, call, i] { Prepare(*model, call, i); })) {
       call->Fail(absl::ResourceExhaustedError(absl::StrCat(
           "the preprocessing queue is full (", options_.preprocess_queue,
           " tasks, --preprocess-queue); retry with backoff")));
@@ -177,7 +220,8 @@ void Pipeline::Submit(ModelEntry& model, std::shared_ptr<EmbedCall> call) {
   }
 }
 
-void Pipeline::Prepare(ModelEntry& model, const std::shared_ptr<EmbedCall>& call, int index) {
+void Pipeline::Prepare(const ServingModel& model, const std::shared_ptr<EmbedCall>& call,
+                       int index) {
   if (call->ShouldSkip(absl::Now())) {
     call->Cancel();
     return;

@@ -31,16 +31,12 @@ struct PipelineOptions {
 
 enum class ModelState { kLoading, kReady, kFailed };
 
-// A model as the server knows it. `name` and `source` never change; the rest is written
-// once, under the pipeline's lock, when loading ends; once kReady it never changes.
-struct ModelEntry {
+// One loaded version of a model, as calls see it. Immutable; shared by every call that
+// uses it, so a reload or unload never pulls a model from under a call in flight.
+struct ServingModel {
   std::string name;
-  std::string source;
-  ModelState state = ModelState::kLoading;
-  std::string state_message;
-  absl::StatusCode failure_code = absl::StatusCode::kOk;
   models::ModelDescription description;
-  std::unique_ptr<models::Model> model;
+  std::shared_ptr<models::Model> model;
   int text_queue = -1;
   int image_queue = -1;
   metrics::Histogram* text_preprocess = nullptr;
@@ -63,25 +59,31 @@ class Pipeline {
   explicit Pipeline(PipelineOptions options);
   ~Pipeline();
 
-  // Declares a model; it answers UNAVAILABLE until SetReady or SetFailed.
+  // Declares a model; it answers UNAVAILABLE until SetReady or SetFailed. Declaring a name
+  // that exists only updates its source (a reload keeps serving the current version).
   void AddLoading(std::string name, std::string source);
-  // The model is loaded (and warmed): creates its batch queues and makes it callable.
+  // The model is loaded: creates its batch queues and makes it the version new calls use.
+  // A previous version keeps serving the calls that already hold it, then its queues are
+  // retired and it is freed.
   void SetReady(absl::string_view name, std::unique_ptr<models::Model> model);
   // Loading failed; calls answer UNAVAILABLE (UNIMPLEMENTED if `why` is UNIMPLEMENTED).
   void SetFailed(absl::string_view name, const absl::Status& why);
+  // Forgets a model: new calls get NOT_FOUND; calls in flight finish on their version.
+  // False if there is no such model.
+  bool Remove(absl::string_view name);
 
   void Start();
   // Finishes accepted work, then stops the threads.
   void Stop();
 
   std::vector<ModelSnapshot> Models() const;
-  // NOT_FOUND for an unknown name; UNAVAILABLE for a model that is not ready. The entry of
-  // a ready model stays valid and unchanged while the pipeline lives.
-  absl::StatusOr<ModelEntry*> FindReady(absl::string_view name) const;
+  // The version new calls use. NOT_FOUND for an unknown name; UNAVAILABLE for a model that
+  // is not ready (UNIMPLEMENTED for a family this build cannot run).
+  absl::StatusOr<std::shared_ptr<ServingModel>> FindReady(absl::string_view name) const;
 
   // Checks that the model accepts every input's modality (INVALID_ARGUMENT naming the
   // field otherwise), then schedules the work. Never blocks; `call` completes exactly once.
-  void Submit(ModelEntry& model, std::shared_ptr<EmbedCall> call);
+  void Submit(std::shared_ptr<ServingModel> model, std::shared_ptr<EmbedCall> call);
 
   // Runs one forward per accepted modality at batch size 1 and at max_batch_size with
   // synthetic inputs, through the executor, and waits for them. Call after SetReady and
@@ -92,13 +94,22 @@ class Pipeline {
   DeviceExecutor& executor() { return executor_; }
 
  private:
-  void Prepare(ModelEntry& model, const std::shared_ptr<EmbedCall>& call, int index);
+  struct Entry {
+    std::string name;
+    std::string source;
+    ModelState state = ModelState::kLoading;
+    std::string state_message;
+    absl::StatusCode failure_code = absl::StatusCode::kOk;
+    std::shared_ptr<ServingModel> current;
+  };
 
-  ModelEntry* Find(absl::string_view name) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Prepare(const ServingModel& model, const std::shared_ptr<EmbedCall>& call, int index);
+  Entry* Find(absl::string_view name) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Retire(const ServingModel& version);
 
   const PipelineOptions options_;
   mutable std::mutex mu_;
-  std::vector<std::unique_ptr<ModelEntry>> models_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::unique_ptr<Entry>> models_ ABSL_GUARDED_BY(mu_);
   DeviceExecutor executor_;
   std::unique_ptr<ThreadPool> pool_;
 };

@@ -22,7 +22,8 @@ namespace {
 
 using pipeline::CallInput;
 using pipeline::EmbedCall;
-using pipeline::ModelEntry;
+using pipeline::ServingModel;
+using ModelRef = std::shared_ptr<pipeline::ServingModel>;
 
 absl::Time DeadlineOf(const grpc::CallbackServerContext* context) {
   const auto deadline = context->deadline();
@@ -213,10 +214,10 @@ class EmbedStreamReactor
   // Reads request_ (valid until the next StartRead, which only Step() issues after this).
   void SubmitMessage(const std::shared_ptr<Slot>& slot) {
     absl::Status status;
-    ModelEntry* entry = nullptr;
+    ModelRef entry;
     absl::StatusOr<OutputOptions> options = ResolveOptions(request_.options());
     absl::StatusOr<std::vector<CallInput>> inputs;
-    absl::StatusOr<ModelEntry*> found = pipeline_->FindReady(request_.model());
+    absl::StatusOr<ModelRef> found = pipeline_->FindReady(request_.model());
     if (!found.ok()) {
       status = found.status();
     } else if (!options.ok()) {
@@ -240,12 +241,12 @@ class EmbedStreamReactor
       slot->call = call;
       submitting_ = true;  // no new read until this message is handed over
     }
-    pipeline_->Submit(*entry, call);
+    pipeline_->Submit(entry, call);
     Step(/*end_submit=*/true);
   }
 
   void CompleteSlot(const std::shared_ptr<Slot>& slot, const absl::Status& status,
-                    ModelEntry* entry, EmbedCall* call, const OutputOptions& options) {
+                    const ModelRef& entry, EmbedCall* call, const OutputOptions& options) {
     if (status.ok()) {
       WriteEmbeddings(*call, entry->description, options, slot->response.mutable_embeddings());
       EncodeTimings(call->timings(), slot->response.mutable_timing());
@@ -327,7 +328,7 @@ grpc::ServerUnaryReactor* EmbedServiceImpl::Embed(grpc::CallbackServerContext* c
                                                   v1::EmbedResponse* response) {
   auto* reactor = new UnaryCallReactor(tracker_, *context, "Embed", request->model(), request->inputs_size());
   if (!reactor->admitted()) return reactor;
-  absl::StatusOr<ModelEntry*> entry = pipeline_->FindReady(request->model());
+  absl::StatusOr<ModelRef> entry = pipeline_->FindReady(request->model());
   if (!entry.ok()) return reactor->FinishNow(entry.status());
   absl::StatusOr<OutputOptions> options = ResolveOptions(request->options());
   if (!options.ok()) return reactor->FinishNow(options.status());
@@ -335,7 +336,7 @@ grpc::ServerUnaryReactor* EmbedServiceImpl::Embed(grpc::CallbackServerContext* c
       ToCallInputs(request->inputs(), "inputs", limits_);
   if (!inputs.ok()) return reactor->FinishNow(inputs.status());
 
-  ModelEntry* model = *entry;
+  ModelRef model = *entry;
   auto call = std::make_shared<EmbedCall>(
       std::move(*inputs), options->truncate, DeadlineOf(context),
       [reactor, response, model, opts = *options](const absl::Status& status, EmbedCall& c) {
@@ -349,7 +350,7 @@ grpc::ServerUnaryReactor* EmbedServiceImpl::Embed(grpc::CallbackServerContext* c
         reactor->FinishWith(absl::OkStatus());
       });
   reactor->Attach(call);
-  pipeline_->Submit(*model, call);
+  pipeline_->Submit(model, call);
   return reactor;
 }
 
@@ -363,9 +364,9 @@ grpc::ServerUnaryReactor* EmbedServiceImpl::Rerank(grpc::CallbackServerContext* 
                                                    v1::RerankResponse* response) {
   auto* reactor = new UnaryCallReactor(tracker_, *context, "Rerank", request->model(), request->candidates_size() + 1);
   if (!reactor->admitted()) return reactor;
-  absl::StatusOr<ModelEntry*> entry = pipeline_->FindReady(request->model());
+  absl::StatusOr<ModelRef> entry = pipeline_->FindReady(request->model());
   if (!entry.ok()) return reactor->FinishNow(entry.status());
-  ModelEntry* model = *entry;
+  ModelRef model = *entry;
   const models::ModelDescription& description = model->description;
   const int n = request->candidates_size();
   if (n == 0) {
@@ -454,7 +455,7 @@ grpc::ServerUnaryReactor* EmbedServiceImpl::Rerank(grpc::CallbackServerContext* 
         finish(reactor, &timings);
       });
   reactor->Attach(call);
-  pipeline_->Submit(*model, call);
+  pipeline_->Submit(model, call);
   return reactor;
 }
 
@@ -463,9 +464,9 @@ grpc::ServerUnaryReactor* EmbedServiceImpl::Classify(grpc::CallbackServerContext
                                                      v1::ClassifyResponse* response) {
   auto* reactor = new UnaryCallReactor(tracker_, *context, "Classify", request->model(), request->inputs_size());
   if (!reactor->admitted()) return reactor;
-  absl::StatusOr<ModelEntry*> entry = pipeline_->FindReady(request->model());
+  absl::StatusOr<ModelRef> entry = pipeline_->FindReady(request->model());
   if (!entry.ok()) return reactor->FinishNow(entry.status());
-  ModelEntry* model = *entry;
+  ModelRef model = *entry;
   if (model->description.logit_scale <= 0 || model->description.multi_vector ||
       !model->description.accepts_text) {
     return reactor->FinishNow(absl::UnimplementedError(absl::StrCat(
@@ -533,7 +534,7 @@ grpc::ServerUnaryReactor* EmbedServiceImpl::Classify(grpc::CallbackServerContext
         reactor->FinishWith(absl::OkStatus());
       });
   reactor->Attach(call);
-  pipeline_->Submit(*model, call);
+  pipeline_->Submit(model, call);
   return reactor;
 }
 
@@ -542,7 +543,7 @@ grpc::ServerUnaryReactor* EmbedServiceImpl::Tokenize(grpc::CallbackServerContext
                                                      v1::TokenizeResponse* response) {
   auto* reactor = new UnaryCallReactor(tracker_, *context, "Tokenize", request->model(), request->texts_size());
   if (!reactor->admitted()) return reactor;
-  absl::StatusOr<ModelEntry*> entry = pipeline_->FindReady(request->model());
+  absl::StatusOr<ModelRef> entry = pipeline_->FindReady(request->model());
   if (!entry.ok()) return reactor->FinishNow(entry.status());
   if (request->texts_size() == 0) {
     return reactor->FinishNow(absl::InvalidArgumentError("texts: empty; send at least one text"));

@@ -97,7 +97,11 @@ class FakeModel : public models::Model {
       absl::Span<const models::ImageInput* const>) override {
     return absl::UnimplementedError("no images");
   }
+  ~FakeModel() override {
+    if (destroyed != nullptr) *destroyed = true;
+  }
 
+  std::atomic<bool>* destroyed = nullptr;
   std::mutex mu;
   std::vector<int> batch_sizes;
   std::vector<std::vector<int>> batch_lengths;
@@ -141,7 +145,7 @@ struct Harness {
     entry = *pipeline->FindReady("fake");
   }
   FakeModel* model;
-  ModelEntry* entry;
+  std::shared_ptr<ServingModel> entry;
   std::unique_ptr<Pipeline> pipeline;
 };
 
@@ -153,7 +157,7 @@ TEST_CASE("results come back in input order, one per input") {
   policy.max_queue_delay = absl::Milliseconds(1);
   Harness h(policy);
   Outcome outcome;
-  h.pipeline->Submit(*h.entry, MakeCall({"5", "1", "9", "2", "7", "3", "8"}, &outcome));
+  h.pipeline->Submit(h.entry, MakeCall({"5", "1", "9", "2", "7", "3", "8"}, &outcome));
   REQUIRE(outcome.done.WaitForNotificationWithTimeout(absl::Seconds(10)));
   REQUIRE(outcome.status.ok());
   const std::vector<float> expected = {5, 1, 9, 2, 7, 3, 8};
@@ -169,7 +173,7 @@ TEST_CASE("items from many concurrent calls are grouped into one batch up to max
   Harness h(policy);
   std::vector<Outcome> outcomes(8);
   const absl::Time start = absl::Now();
-  for (auto& o : outcomes) h.pipeline->Submit(*h.entry, MakeCall({"4"}, &o));
+  for (auto& o : outcomes) h.pipeline->Submit(h.entry, MakeCall({"4"}, &o));
   for (auto& o : outcomes) REQUIRE(o.done.WaitForNotificationWithTimeout(absl::Seconds(10)));
   // One forward with all 8 (each result reports the batch size it ran in), and it did not
   // wait for the delay because the batch was full.
@@ -185,7 +189,7 @@ TEST_CASE("a partial batch runs once the oldest item has waited max_queue_delay"
   Harness h(policy);
   Outcome outcome;
   const absl::Time start = absl::Now();
-  h.pipeline->Submit(*h.entry, MakeCall({"3", "3", "3"}, &outcome));
+  h.pipeline->Submit(h.entry, MakeCall({"3", "3", "3"}, &outcome));
   REQUIRE(outcome.done.WaitForNotificationWithTimeout(absl::Seconds(10)));
   CHECK(absl::Now() - start >= absl::Milliseconds(100));
   CHECK(h.model->batch_sizes == std::vector<int>{3});
@@ -225,9 +229,9 @@ TEST_CASE("a full queue refuses at once with RESOURCE_EXHAUSTED") {
   h.model->gate = &gate;  // the device is busy until released
   h.model->entered = &entered;
   std::vector<Outcome> outcomes(6);
-  h.pipeline->Submit(*h.entry, MakeCall({"2"}, &outcomes[0]));
+  h.pipeline->Submit(h.entry, MakeCall({"2"}, &outcomes[0]));
   REQUIRE(entered.WaitForNotificationWithTimeout(absl::Seconds(10)));
-  for (int i = 1; i < 6; ++i) h.pipeline->Submit(*h.entry, MakeCall({"2"}, &outcomes[i]));
+  for (int i = 1; i < 6; ++i) h.pipeline->Submit(h.entry, MakeCall({"2"}, &outcomes[i]));
   // One runs (blocked), two wait, the other three are refused without waiting.
   int refused = 0;
   for (auto& o : outcomes) {
@@ -250,14 +254,14 @@ TEST_CASE("a call past its deadline or cancelled is dropped before it costs comp
 
   SECTION("deadline") {
     Outcome outcome;
-    h.pipeline->Submit(*h.entry, MakeCall({"1", "2"}, &outcome, absl::Now() + absl::Milliseconds(10)));
+    h.pipeline->Submit(h.entry, MakeCall({"1", "2"}, &outcome, absl::Now() + absl::Milliseconds(10)));
     REQUIRE(outcome.done.WaitForNotificationWithTimeout(absl::Seconds(10)));
     CHECK(outcome.status.code() == absl::StatusCode::kDeadlineExceeded);
   }
   SECTION("cancellation") {
     Outcome outcome;
     auto call = MakeCall({"1", "2"}, &outcome);
-    h.pipeline->Submit(*h.entry, call);
+    h.pipeline->Submit(h.entry, call);
     call->Cancel();
     REQUIRE(outcome.done.WaitForNotificationWithTimeout(absl::Seconds(10)));
     CHECK(outcome.status.code() == absl::StatusCode::kCancelled);
@@ -273,8 +277,8 @@ TEST_CASE("a bad item fails only its own call; a failed forward fails only its b
   policy.max_queue_delay = absl::Milliseconds(50);
   Harness h(policy);
   Outcome good, bad;
-  h.pipeline->Submit(*h.entry, MakeCall({"1", "2"}, &good));
-  h.pipeline->Submit(*h.entry, MakeCall({"3", "bad"}, &bad));
+  h.pipeline->Submit(h.entry, MakeCall({"1", "2"}, &good));
+  h.pipeline->Submit(h.entry, MakeCall({"3", "bad"}, &bad));
   REQUIRE(good.done.WaitForNotificationWithTimeout(absl::Seconds(10)));
   REQUIRE(bad.done.WaitForNotificationWithTimeout(absl::Seconds(10)));
   CHECK(good.status.ok());
@@ -282,11 +286,11 @@ TEST_CASE("a bad item fails only its own call; a failed forward fails only its b
   CHECK_THAT(std::string(bad.status.message()), Catch::Contains("inputs[1]"));
 
   Outcome boom;
-  h.pipeline->Submit(*h.entry, MakeCall({"boom"}, &boom));
+  h.pipeline->Submit(h.entry, MakeCall({"boom"}, &boom));
   REQUIRE(boom.done.WaitForNotificationWithTimeout(absl::Seconds(10)));
   CHECK(boom.status.code() == absl::StatusCode::kInternal);
   Outcome after;  // the executor keeps serving
-  h.pipeline->Submit(*h.entry, MakeCall({"4"}, &after));
+  h.pipeline->Submit(h.entry, MakeCall({"4"}, &after));
   REQUIRE(after.done.WaitForNotificationWithTimeout(absl::Seconds(10)));
   CHECK(after.status.ok());
 }
@@ -296,7 +300,7 @@ TEST_CASE("a full preprocessing queue refuses with RESOURCE_EXHAUSTED") {
   Harness h(policy, /*preprocess_queue=*/1);
   // 1000 inputs cannot all wait for two preprocessing threads behind a queue of one.
   Outcome outcome;
-  h.pipeline->Submit(*h.entry, MakeCall(std::vector<std::string>(1000, "1"), &outcome));
+  h.pipeline->Submit(h.entry, MakeCall(std::vector<std::string>(1000, "1"), &outcome));
   REQUIRE(outcome.done.WaitForNotificationWithTimeout(absl::Seconds(10)));
   CHECK(outcome.status.code() == absl::StatusCode::kResourceExhausted);
 }
@@ -313,6 +317,67 @@ TEST_CASE("warm-up runs one forward at batch 1 and one at max_batch_size per mod
   REQUIRE(h.pipeline->Warmup("fake").ok());
   std::lock_guard<std::mutex> lock(h.model->mu);
   CHECK(h.model->batch_sizes == std::vector<int>{1, 6});
+}
+
+}  // namespace embedserve::pipeline
+
+namespace embedserve::pipeline {
+
+TEST_CASE("a reload switches new calls to the new version while calls in flight finish on the old") {
+  BatchPolicy policy;
+  policy.max_batch_size = 4;
+  policy.max_queue_delay = absl::ZeroDuration();
+  Harness h(policy);
+  Notification gate, entered;
+  std::atomic<bool> old_destroyed{false};
+  h.model->gate = &gate;
+  h.model->entered = &entered;
+  h.model->destroyed = &old_destroyed;
+  Outcome in_flight;
+  h.pipeline->Submit(h.entry, MakeCall({"3"}, &in_flight));
+  REQUIRE(entered.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  h.entry.reset();  // the harness lets go; the call still holds the old version
+
+  // A call that has picked the old version but not yet queued: it must still be served.
+  auto picked_old = *h.pipeline->FindReady("fake");
+  auto replacement = std::make_unique<FakeModel>();
+  FakeModel* new_model = replacement.get();
+  h.pipeline->SetReady("fake", std::move(replacement));
+  auto picked_new = *h.pipeline->FindReady("fake");
+  CHECK(picked_new->model.get() == new_model);
+  CHECK(picked_old->model.get() != new_model);
+
+  Outcome late_old, fresh;
+  h.pipeline->Submit(picked_old, MakeCall({"5"}, &late_old));
+  h.pipeline->Submit(picked_new, MakeCall({"7"}, &fresh));
+  CHECK_FALSE(old_destroyed.load());
+  gate.Notify();  // one executor: the fresh call runs once the old forward returns
+  REQUIRE(fresh.done.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  CHECK(fresh.status.ok());
+  REQUIRE(in_flight.done.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  REQUIRE(late_old.done.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  CHECK(in_flight.status.ok());
+  CHECK(late_old.status.ok());
+  CHECK(late_old.results[0].values[0] == 5);
+  {
+    std::lock_guard<std::mutex> lock(new_model->mu);
+    CHECK(new_model->batch_sizes == std::vector<int>{1});  // only the fresh call
+  }
+  // Once nothing holds the old version and its queue drained, it is freed.
+  picked_old.reset();
+  Outcome nudge;  // wakes the executor, which drops drained retired queues
+  h.pipeline->Submit(picked_new, MakeCall({"1"}, &nudge));
+  REQUIRE(nudge.done.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  for (int i = 0; i < 100 && !old_destroyed.load(); ++i) absl::SleepFor(absl::Milliseconds(10));
+  CHECK(old_destroyed.load());
+}
+
+TEST_CASE("a removed model is NOT_FOUND for new calls") {
+  BatchPolicy policy;
+  Harness h(policy);
+  CHECK(h.pipeline->Remove("fake"));
+  CHECK(h.pipeline->FindReady("fake").status().code() == absl::StatusCode::kNotFound);
+  CHECK_FALSE(h.pipeline->Remove("fake"));
 }
 
 }  // namespace embedserve::pipeline
