@@ -20,6 +20,7 @@
 #include "server/metrics/http_exporter.h"
 #include "server/metrics/metrics.h"
 #include "server/model_loader.h"
+#include "server/sources/hf_hub.h"
 #include "server/pipeline/pipeline.h"
 #include "server/rpc/server.h"
 
@@ -77,7 +78,7 @@ int Run(int argc, char** argv) {
       ->envname("EMBEDSERVE_LISTEN")->delimiter(',')->capture_default_str();
   app.add_option("--socket-mode", f.socket_mode, "Permissions of unix sockets (octal)")
       ->envname("EMBEDSERVE_SOCKET_MODE")->capture_default_str();
-  app.add_option("--model", f.models, "A model to serve: NAME=DIRECTORY, repeatable")
+  app.add_option("--model", f.models, "A model to serve: NAME=DIRECTORY or NAME=hf:ORG/REPO[@REVISION] (Hugging Face cache, downloaded if missing), repeatable")
       ->envname("EMBEDSERVE_MODEL")->delimiter(',');
   app.add_option("--device", f.device, "auto|cpu|cuda[:N]|mps (auto: CUDA, then MPS, then CPU)")
       ->envname("EMBEDSERVE_DEVICE")->capture_default_str();
@@ -155,7 +156,7 @@ int Run(int argc, char** argv) {
   for (const std::string& spec : f.models) {
     std::vector<std::string> parts = absl::StrSplit(spec, absl::MaxSplits('=', 1));
     if (parts.size() != 2 || parts[0].empty() || parts[1].empty()) {
-      std::fprintf(stderr, "--model: expected NAME=DIRECTORY, got '%s'\n", spec.c_str());
+      std::fprintf(stderr, "--model: expected NAME=DIRECTORY or NAME=hf:ORG/REPO[@REVISION], got '%s'\n", spec.c_str());
       return 2;
     }
     model_args.push_back({parts[0], parts[1]});
@@ -257,7 +258,12 @@ int Run(int argc, char** argv) {
   std::vector<std::pair<metrics::Labels, double>> load_seconds;
   for (const ModelArg& m : model_args) {
     const absl::Time start = absl::Now();
-    absl::StatusOr<std::unique_ptr<models::Model>> model = LoadModel(m.dir, settings);
+    // A plain directory passes through; hf:ORG/REPO[@REV] is found in (or downloaded into)
+    // the Hugging Face hub cache.
+    absl::StatusOr<std::string> dir = sources::ResolveModelSource(m.dir);
+    absl::StatusOr<std::unique_ptr<models::Model>> model =
+        dir.ok() ? LoadModel(*dir, settings)
+                 : absl::StatusOr<std::unique_ptr<models::Model>>(dir.status());
     if (!model.ok()) {
       ++failures;
       pipeline.SetFailed(m.name, model.status());
