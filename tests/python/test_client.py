@@ -1,0 +1,553 @@
+"""The `embedserve` Python client (client/python) against the real server: health, models,
+embed texts/images, rerank, classify, tokenize, errors as EmbedServeError with the gRPC code,
+deadlines, auth and client-id metadata, retries with backoff (a scripted fake server and the
+real server's per-client limit), fork safety (os.fork, multiprocessing fork and spawn),
+pickling, asyncio, and `pip install` of the package. Tests marked `model` need the test
+OpenCLIP model to load (they fail, not skip, where it does not)."""
+# embedserve is imported before grpc, so that it can turn on gRPC's fork support (which gRPC
+# reads once, at its first import): what users are told to do (or set GRPC_ENABLE_FORK_SUPPORT=1).
+import embedserve  # noqa: I001  (first on purpose)
+
+import asyncio
+import multiprocessing as mp
+import os
+import pathlib
+import pickle
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent import futures
+
+import grpc
+import numpy as np
+import pytest
+from PIL import Image
+
+from embedserve import EmbedServeError
+from embedserve._proto import embed_pb2, models_pb2, types_pb2
+
+import _servers
+from _servers import MODEL, Server, image_paths
+
+DIM = 32
+
+
+@pytest.fixture(scope="module")
+def server():
+    s = Server()
+    yield s
+    assert s.stop() == 0
+    assert not os.path.exists(s.socket)
+
+
+@pytest.fixture
+def client(server):
+    with embedserve.Client(server.unix_target, timeout=30) as c:
+        yield c
+
+
+@pytest.fixture
+def ready(client):
+    """The test model must be READY: these tests assert real inference."""
+    info = client.model(MODEL)
+    assert info.state == "ready", "model %s is %s: %s" % (MODEL, info.state, info.state_message)
+    return client
+
+
+def direct_embed(server, inputs, normalize=True):
+    """One plain gRPC Embed call (float list encoding): the reference the client must match."""
+    with grpc.insecure_channel(server.unix_target) as ch:
+        call = ch.unary_unary("/embedserve.v1.EmbedService/Embed",
+                              request_serializer=embed_pb2.EmbedRequest.SerializeToString,
+                              response_deserializer=embed_pb2.EmbedResponse.FromString)
+        res = call(embed_pb2.EmbedRequest(
+            model=MODEL, inputs=inputs,
+            options=embed_pb2.EmbedOptions(normalize=normalize,
+                                           encoding=embed_pb2.ENCODING_FLOAT_LIST)), timeout=30)
+    return np.array([list(e.vector.values) for e in res.embeddings], dtype=np.float32)
+
+
+def img_input(path):
+    with open(path, "rb") as f:
+        return types_pb2.Input(image=f.read())
+
+
+# ---- health, models, transport --------------------------------------------------------------
+
+def test_health_and_models_over_unix_and_tcp(server):
+    for target in (server.unix_target, server.tcp_target, server.socket):
+        with embedserve.Client(target, timeout=10) as c:
+            assert c.health() == "SERVING"
+            assert c.health("embedserve.v1.EmbedService") in ("SERVING", "NOT_SERVING")
+            models = c.models()
+            assert [m.name for m in models] == [MODEL]
+            assert c.model(MODEL).name == MODEL
+            assert models[0].state in ("ready", "failed")
+            assert c.health(MODEL) == ("SERVING" if models[0].ready else "NOT_SERVING")
+
+
+def test_unknown_health_service_and_model_are_not_found(client):
+    with pytest.raises(EmbedServeError) as err:
+        client.health("no-such-model")
+    assert err.value.code == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(EmbedServeError) as err:
+        client.model("no-such-model")
+    assert err.value.code == grpc.StatusCode.NOT_FOUND
+
+
+def test_model_info_of_the_test_model(ready):
+    info = ready.model(MODEL)
+    assert info.family == "openclip"
+    assert info.embedding_dim == DIM
+    assert info.image_size == 64
+    assert info.context_length == 77
+    assert not info.multi_vector
+    assert set(info.modalities) == {"text", "image"}
+    assert info.logit_scale > 0
+    assert ready.health(MODEL) == "SERVING"
+
+
+# ---- embed ---------------------------------------------------------------------------------
+
+def test_embed_texts(server, ready):
+    texts = ["a photo of a dog", "a photo of a cat", "a diagram"]
+    out = ready.embed_texts(MODEL, texts)
+    assert isinstance(out, np.ndarray) and out.dtype == np.float32 and out.shape == (3, DIM)
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-4)
+    ref = direct_embed(server, [types_pb2.Input(text=t) for t in texts])
+    np.testing.assert_allclose(out, ref, atol=1e-6)
+    # Each row equals a single-text call (batching changes nothing).
+    for i, t in enumerate(texts):
+        np.testing.assert_allclose(ready.embed_texts(MODEL, [t])[0], out[i], atol=1e-5)
+
+
+def test_embed_options_normalize_and_dtypes(server, ready):
+    texts = ["a photo of a dog", "a photo of a cat"]
+    f32 = ready.embed_texts(MODEL, texts)
+    raw = ready.embed_texts(MODEL, texts, normalize=False)
+    np.testing.assert_allclose(raw, direct_embed(server, [types_pb2.Input(text=t) for t in texts],
+                                                 normalize=False), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(raw / np.linalg.norm(raw, axis=1, keepdims=True), f32, atol=1e-5)
+    f16 = ready.embed_texts(MODEL, texts, dtype="float16")
+    assert f16.dtype == np.float16 and f16.shape == (2, DIM)
+    np.testing.assert_allclose(f16.astype(np.float32), f32, atol=2e-3)
+    bf16 = ready.embed_texts(MODEL, texts, dtype="bfloat16")
+    assert bf16.dtype == np.float32 and bf16.shape == (2, DIM)
+    np.testing.assert_allclose(bf16, f32, atol=1e-2)
+    assert ready.embed_texts(MODEL, texts, dtype=np.float16).dtype == np.float16
+    with pytest.raises(ValueError):
+        ready.embed_texts(MODEL, texts, dtype="int8")
+
+
+def test_embed_results_as_lists(server, ready):
+    with embedserve.Client(server.unix_target, as_numpy=False) as c:
+        for dtype in ("float32", "float16", "bfloat16"):
+            out = c.embed_texts(MODEL, ["a dog", "a cat"], dtype=dtype)
+            assert isinstance(out, list) and len(out) == 2
+            assert all(isinstance(r, list) and len(r) == DIM for r in out)
+            ref = ready.embed_texts(MODEL, ["a dog", "a cat"], dtype=dtype).astype(np.float32)
+            np.testing.assert_allclose(np.array(out, dtype=np.float32), ref, atol=1e-6)
+
+
+def test_embed_images_from_bytes_paths_files_and_pil(server, ready):
+    paths = image_paths()
+    out = ready.embed_images(MODEL, paths)
+    assert out.shape == (len(paths), DIM)
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-4)
+    np.testing.assert_allclose(out, direct_embed(server, [img_input(p) for p in paths]),
+                               atol=1e-6)
+    for i, p in enumerate(paths[:3]):
+        single = ready.embed_images(MODEL, [p])[0]
+        np.testing.assert_allclose(single, out[i], atol=1e-5)
+        as_bytes = pathlib.Path(p).read_bytes()
+        with open(p, "rb") as f:
+            forms = ready.embed_images(MODEL, [as_bytes, pathlib.Path(p), f])
+        np.testing.assert_allclose(forms, np.stack([out[i]] * 3), atol=1e-5)
+    # A PIL image goes as PNG (lossless): equal to the PNG file it was read from.
+    png = [p for p in paths if p.endswith(".png")][0]
+    np.testing.assert_allclose(ready.embed_images(MODEL, [Image.open(png)])[0],
+                               out[paths.index(png)], atol=1e-4)
+
+
+def test_embed_mixed_texts_and_images(ready):
+    p = image_paths()[0]
+    mixed = ready.embed(MODEL, ["a photo of a dog", pathlib.Path(p)])
+    np.testing.assert_allclose(mixed[0], ready.embed_texts(MODEL, ["a photo of a dog"])[0],
+                               atol=1e-5)
+    np.testing.assert_allclose(mixed[1], ready.embed_images(MODEL, [p])[0], atol=1e-5)
+
+
+# ---- rerank, classify, tokenize ------------------------------------------------------------
+
+def test_rerank_texts_and_vectors(ready):
+    query = "a photo of a dog"
+    cands = ["a photo of a cat", "a photo of a dog", "a red car", "a diagram"]
+    results = ready.rerank(MODEL, query, cands)
+    assert sorted(r.index for r in results) == list(range(len(cands)))
+    scores = [r.score for r in results]
+    assert scores == sorted(scores, reverse=True)
+    q = ready.embed_texts(MODEL, [query])[0]
+    c = ready.embed_texts(MODEL, cands)
+    for r in results:
+        assert r.score == pytest.approx(float(c[r.index] @ q), abs=1e-4)
+    assert results[0].index == 1  # the identical text
+    top = ready.rerank(MODEL, query, cands, top_k=2)
+    assert top == results[:2]
+    by_vector = ready.rerank(MODEL, q, list(c))
+    assert [r.index for r in by_vector] == [r.index for r in results]
+    images = ready.rerank(MODEL, query, [pathlib.Path(p) for p in image_paths()[:4]])
+    assert len(images) == 4
+
+
+def test_classify(ready):
+    paths = image_paths()[:3]
+    labels = ["dog", "cat", "car"]
+    out = ready.classify(MODEL, paths, labels, prompt_template="a photo of a {}.")
+    assert len(out) == 3
+    info = ready.model(MODEL)
+    img = ready.embed_images(MODEL, paths)
+    txt = ready.embed_texts(MODEL, ["a photo of a %s." % l for l in labels])
+    for i, scores in enumerate(out):
+        assert sorted(s.index for s in scores) == [0, 1, 2]
+        assert [s.label for s in scores] == [labels[s.index] for s in scores]
+        probs = [s.probability for s in scores]
+        assert probs == sorted(probs, reverse=True) and sum(probs) == pytest.approx(1, abs=1e-4)
+        logits = info.logit_scale * (txt @ img[i])
+        for s in scores:
+            assert s.logit == pytest.approx(float(logits[s.index]), rel=1e-3, abs=1e-3)
+    plain = ready.classify(MODEL, paths[:1], labels)
+    assert len(plain) == 1 and len(plain[0]) == 3
+
+
+def test_tokenize(ready):
+    toks = ready.tokenize(MODEL, ["Hello world", "a " * 200])
+    assert toks[0].ids[0] == 49406 and toks[0].ids[-1] == 49407
+    assert len(toks[0].tokens) == len(toks[0].ids) and not toks[0].truncated
+    assert len(toks[1].ids) == 77 and toks[1].truncated and toks[1].ids[-1] == 49407
+    with pytest.raises(EmbedServeError) as err:
+        ready.tokenize(MODEL, ["a " * 200], truncate=False)
+    assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(EmbedServeError) as err:
+        ready.embed_texts(MODEL, ["a " * 200], truncate=False)
+    assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+# ---- errors, deadlines, metadata, auth -----------------------------------------------------
+
+def test_errors_raise_embedserve_error_with_the_code(client):
+    with pytest.raises(EmbedServeError) as err:
+        client.embed_texts("no-such-model", ["a"])
+    assert err.value.code == grpc.StatusCode.NOT_FOUND and "no-such-model" in err.value.message
+    with pytest.raises(EmbedServeError) as err:
+        client.embed_texts("", ["a"])
+    assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT and "model" in err.value.message
+    with pytest.raises(TypeError):
+        client.embed_texts(MODEL, "a single string")
+    # Picklable with its code (crosses process boundaries in job queues).
+    again = pickle.loads(pickle.dumps(err.value))
+    assert again.code == grpc.StatusCode.INVALID_ARGUMENT and again.message == err.value.message
+
+
+def test_invalid_arguments_of_a_ready_model(ready):
+    with pytest.raises(EmbedServeError) as err:
+        ready.embed_texts(MODEL, [])
+    assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(EmbedServeError) as err:
+        ready.classify(MODEL, image_paths()[:1], ["only one label"])
+    assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(EmbedServeError) as err:
+        ready.embed_images(MODEL, [b"not an image"])
+    assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(EmbedServeError) as err:
+        ready.rerank(MODEL, "q", ["a", "b"], top_k=3)
+    assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_deadline(server):
+    with embedserve.Client(server.unix_target, timeout=0) as c:
+        with pytest.raises(EmbedServeError) as err:
+            c.models()
+        assert err.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert [m.name for m in c.models(timeout=10)] == [MODEL]
+
+
+def test_deadline_of_a_slow_call(ready):
+    with pytest.raises(EmbedServeError) as err:
+        ready.embed_images(MODEL, image_paths() * 8, timeout=1e-3)
+    assert err.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+def test_bearer_token():
+    tmp = tempfile.mkdtemp()
+    tokens = os.path.join(tmp, "tokens")
+    with open(tokens, "w") as f:
+        f.write("s3cret\n")
+    s = Server("--auth-token-file", tokens, model=False, token="s3cret")
+    try:
+        with embedserve.Client(s.unix_target) as c:
+            assert c.health() == "SERVING"  # health stays open
+            with pytest.raises(EmbedServeError) as err:
+                c.models()
+            assert err.value.code == grpc.StatusCode.UNAUTHENTICATED
+        with embedserve.Client(s.unix_target, token="wrong") as c:
+            with pytest.raises(EmbedServeError) as err:
+                c.models()
+            assert err.value.code == grpc.StatusCode.UNAUTHENTICATED
+        with embedserve.Client(s.tcp_target, token="s3cret") as c:
+            assert c.models() == []
+    finally:
+        assert s.stop() == 0
+
+
+class ScriptedServer:
+    """An in-process gRPC server answering ListModels with scripted failures, recording the
+    metadata and the time of every attempt."""
+
+    def __init__(self, failures):
+        self.failures = list(failures)
+        self.calls = []
+        handler = grpc.method_handlers_generic_handler("embedserve.v1.ModelService", {
+            "ListModels": grpc.unary_unary_rpc_method_handler(
+                self._list, models_pb2.ListModelsRequest.FromString,
+                models_pb2.ListModelsResponse.SerializeToString)})
+        self.server = grpc.server(futures.ThreadPoolExecutor(4), handlers=[handler])
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.server.start()
+        self.target = "127.0.0.1:%d" % self.port
+
+    def _list(self, request, context):
+        self.calls.append((time.monotonic(), dict(context.invocation_metadata())))
+        if self.failures:
+            context.abort(self.failures.pop(0), "scripted failure")
+        return models_pb2.ListModelsResponse(models=[models_pb2.ModelInfo(name="m")])
+
+    def stop(self):
+        self.server.stop(0)
+
+
+def test_retries_with_backoff_and_metadata():
+    RE, UN = grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE
+    fake = ScriptedServer([RE, UN, RE])
+    try:
+        c = embedserve.Client(fake.target, retries=3, token="tok", client_id="worker-7",
+                              backoff=embedserve.Backoff(base=0.05, cap=1))
+        assert [m.name for m in c.models()] == ["m"]
+        assert len(fake.calls) == 4
+        gaps = [b[0] - a[0] for a, b in zip(fake.calls, fake.calls[1:])]
+        # attempt k waits in [d/2, d], d = 0.05 * 2^k
+        for k, gap in enumerate(gaps):
+            assert gap >= 0.05 * 2 ** k / 2 * 0.9, gaps
+        md = fake.calls[0][1]
+        assert md["x-embedserve-client"] == "worker-7"
+        assert md["authorization"] == "Bearer tok"
+        # Out of retries: the last code.
+        fake.calls.clear()
+        fake.failures = [RE, RE, RE]
+        with pytest.raises(EmbedServeError) as err:
+            embedserve.Client(fake.target, retries=2).models()
+        assert err.value.code == RE and len(fake.calls) == 3
+        assert fake.calls[0][1]["x-embedserve-client"].startswith("py-")
+        assert "authorization" not in fake.calls[0][1]
+        # Other codes are not retried.
+        fake.calls.clear()
+        fake.failures = [grpc.StatusCode.INVALID_ARGUMENT]
+        with pytest.raises(EmbedServeError) as err:
+            c.models()
+        assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT and len(fake.calls) == 1
+        # Retries stop at the deadline.
+        fake.failures = [UN] * 100
+        t0 = time.monotonic()
+        with pytest.raises(EmbedServeError) as err:
+            embedserve.Client(fake.target, retries=100, timeout=0.5).models()
+        assert time.monotonic() - t0 < 2.0
+        assert err.value.code in (UN, grpc.StatusCode.DEADLINE_EXCEEDED)
+    finally:
+        fake.stop()
+
+
+def test_retry_unavailable_until_the_server_starts():
+    tmp = tempfile.mkdtemp(prefix="embedserve-late-")
+    sock = os.path.join(tmp, "late.sock")
+    with pytest.raises(EmbedServeError) as err:
+        embedserve.Client("unix:" + sock, retries=0, timeout=5).models()
+    assert err.value.code == grpc.StatusCode.UNAVAILABLE
+    c = embedserve.Client("unix:" + sock, retries=12, timeout=30)
+    holder = {}
+
+    def start_late():
+        time.sleep(0.7)
+        holder["server"] = Server(socket_path=sock, wait=False, model=False)
+
+    t = threading.Thread(target=start_late)
+    t.start()
+    try:
+        assert c.models() == []
+    finally:
+        t.join()
+        assert holder["server"].stop() == 0
+
+
+def test_resource_exhausted_per_client_is_retried(ready):
+    s = Server("--max-concurrent-per-client", "1")
+    try:
+        paths = image_paths()
+        ref = ready.embed_images(MODEL, paths)
+
+        def burst(retries, n=8):
+            barrier = threading.Barrier(n)
+            clients = [embedserve.Client(s.unix_target, retries=retries, client_id="same",
+                                         backoff=embedserve.Backoff(0.01, 0.2))
+                       for _ in range(n)]
+
+            def one(c):
+                barrier.wait()
+                try:
+                    return c.embed_images(MODEL, paths)
+                except EmbedServeError as e:
+                    return e
+            with futures.ThreadPoolExecutor(n) as pool:
+                return list(pool.map(one, clients))
+
+        seen = False
+        for _ in range(20):
+            out = burst(0)
+            errors = [r for r in out if isinstance(r, EmbedServeError)]
+            assert all(e.code == grpc.StatusCode.RESOURCE_EXHAUSTED for e in errors), errors
+            if errors:
+                seen = True
+                break
+        assert seen, "8 concurrent calls with --max-concurrent-per-client 1 never collided"
+        for r in burst(50):
+            assert not isinstance(r, EmbedServeError), r
+            np.testing.assert_allclose(r, ref, atol=1e-5)
+    finally:
+        assert s.stop() == 0
+
+
+# ---- fork safety ---------------------------------------------------------------------------
+
+def _os_fork_run(fn, client):
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        os.close(r)
+        code = 0
+        try:
+            payload = pickle.dumps(("ok", fn(client)))
+        except BaseException as e:  # noqa: BLE001 - report anything to the parent
+            payload = pickle.dumps(("error", repr(e)))
+            code = 1
+        with os.fdopen(w, "wb") as f:
+            f.write(payload)
+        os._exit(code)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        data = f.read()
+    _, status = os.waitpid(pid, 0)
+    kind, value = pickle.loads(data)
+    assert kind == "ok" and os.waitstatus_to_exitcode(status) == 0, value
+    return value
+
+
+def _run_in_children(how, fn, client, n=3):
+    if how == "os.fork":
+        return [_os_fork_run(fn, client) for _ in range(n)]
+    with mp.get_context(how).Pool(2) as pool:
+        return pool.map(fn, [client] * n)
+
+
+@pytest.mark.parametrize("how", ["os.fork", "fork", "spawn"])
+def test_client_made_before_fork_works_in_children(server, how):
+    c = embedserve.Client(server.unix_target, timeout=30)
+    assert c.health() == "SERVING"  # the parent's channel is live when the children start
+    results = _run_in_children(how, _servers.child_models, c)
+    for pid, health, names in results:
+        assert pid != os.getpid() and health == "SERVING" and names == [MODEL]
+    assert c.health() == "SERVING" and [m.name for m in c.models()] == [MODEL]
+    c.close()
+
+
+@pytest.mark.parametrize("how", ["os.fork", "fork", "spawn"])
+def test_embeddings_in_forked_and_spawned_children_equal_the_parents(server, ready, how):
+    c = embedserve.Client(server.unix_target, timeout=30)
+    texts, paths = _servers.fixed_inputs()
+    t_ref = c.embed_texts(MODEL, texts)
+    i_ref = c.embed_images(MODEL, paths)
+    for pid, t, i in _run_in_children(how, _servers.child_embed, c):
+        assert pid != os.getpid()
+        np.testing.assert_allclose(np.array(t), t_ref, atol=1e-6)
+        np.testing.assert_allclose(np.array(i), i_ref, atol=1e-6)
+    np.testing.assert_allclose(c.embed_texts(MODEL, texts), t_ref, atol=1e-6)
+
+
+def test_client_pickles_without_its_channel(server):
+    c = embedserve.Client(server.unix_target, token="t", client_id="x")
+    c.health()
+    again = pickle.loads(pickle.dumps(c))
+    assert (again.target, again.token, again.client_id) == (c.target, "t", "x")
+    assert again.health() == "SERVING"
+
+
+# ---- asyncio -------------------------------------------------------------------------------
+
+def test_async_client_health_models_errors(server):
+    async def main():
+        async with embedserve.AsyncClient(server.unix_target, timeout=10) as c:
+            assert await c.health() == "SERVING"
+            many = await asyncio.gather(*[c.models() for _ in range(20)])
+            assert all([m.name for m in ms] == [MODEL] for ms in many)
+            with pytest.raises(EmbedServeError) as err:
+                await c.embed_texts("no-such-model", ["a"])
+            assert err.value.code == grpc.StatusCode.NOT_FOUND
+            with pytest.raises(EmbedServeError) as err:
+                await c.models(timeout=0)
+            assert err.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+    asyncio.run(main())
+    asyncio.run(main())  # a second event loop gets its own channel
+
+
+def test_async_client_equals_sync_client(server, ready):
+    texts, paths = _servers.fixed_inputs()
+
+    async def main():
+        async with embedserve.AsyncClient(server.tcp_target) as c:
+            t, i = await asyncio.gather(c.embed_texts(MODEL, texts), c.embed_images(MODEL, paths))
+            rr = await c.rerank(MODEL, texts[0], texts)
+            cl = await c.classify(MODEL, paths, ["dog", "cat"])
+            tk = await c.tokenize(MODEL, texts)
+            return t, i, rr, cl, tk
+    t, i, rr, cl, tk = asyncio.run(main())
+    np.testing.assert_allclose(t, ready.embed_texts(MODEL, texts), atol=1e-6)
+    np.testing.assert_allclose(i, ready.embed_images(MODEL, paths), atol=1e-6)
+    assert [r.index for r in rr] == [r.index for r in ready.rerank(MODEL, texts[0], texts)]
+    assert [[s.index for s in x] for x in cl] == \
+        [[s.index for s in x] for x in ready.classify(MODEL, paths, ["dog", "cat"])]
+    assert tk == ready.tokenize(MODEL, texts)
+
+
+# ---- packaging -----------------------------------------------------------------------------
+
+def test_pip_install_builds_the_package_with_its_protos(server, tmp_path):
+    src = os.environ.get("EMBEDSERVE_CLIENT_SRC")
+    assert src, "EMBEDSERVE_CLIENT_SRC (client/python) is not set"
+    proto_dir = os.path.abspath(os.path.join(src, "..", "..", "proto"))
+    work = tmp_path / "src"
+    shutil.copytree(src, work, ignore=shutil.ignore_patterns("_proto", "build", "*.egg-info",
+                                                              "__pycache__"))
+    target = tmp_path / "site"
+    env = dict(os.environ, EMBEDSERVE_PROTO_DIR=proto_dir, PIP_NO_INDEX="1")
+    env.pop("PYTHONPATH", None)
+    res = subprocess.run([sys.executable, "-m", "pip", "install", "--no-build-isolation",
+                          "--no-deps", "--target", str(target), str(work)],
+                         capture_output=True, text=True, env=env)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert (target / "embedserve" / "_proto" / "embed_pb2.py").exists()
+    probe = ("import embedserve, sys; c = embedserve.Client(sys.argv[1]); "
+             "print(c.health(), [m.name for m in c.models()])")
+    res = subprocess.run([sys.executable, "-c", probe, server.unix_target], capture_output=True,
+                         text=True, env=dict(env, PYTHONPATH=str(target)), cwd=str(tmp_path))
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "SERVING ['%s']" % MODEL
