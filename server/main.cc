@@ -2,6 +2,10 @@
 // variables, or a config file), starts the listeners, loads and warms the models, serves,
 // and drains gracefully on SIGTERM/SIGINT.
 #include <signal.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
 
 #include <cstdio>
 #include <cstdlib>
@@ -34,6 +38,7 @@ struct Flags {
   std::string device = "auto";
   std::string dtype = "float32";
   int threads = 0;
+  int blas_threads = 0;
   int preprocess_threads = 2;
   int preprocess_queue = 4096;
   int max_batch_size = 32;
@@ -58,10 +63,15 @@ struct Flags {
   std::string log_level = "info";
 };
 
-// "auto" picks CUDA, then MPS, then CPU; this build has CPU only until the CUDA path lands.
-std::string ResolveDevice(const std::string& requested) {
-  if (requested == "auto") return "cpu";
-  return requested;
+// SIGTERM/SIGINT reach the watcher thread through a pipe. A handler, not sigwait alone:
+// libraries (OpenBLAS) start threads before main() can block the signals, and a signal
+// delivered to one of them would otherwise kill the process.
+int g_signal_pipe[2] = {-1, -1};
+
+void OnTerminate(int signal_number) {
+  const unsigned char byte = static_cast<unsigned char>(signal_number);
+  ssize_t ignored = write(g_signal_pipe[1], &byte, 1);
+  (void)ignored;
 }
 
 int Run(int argc, char** argv) {
@@ -85,8 +95,10 @@ int Run(int argc, char** argv) {
   app.add_option("--dtype", f.dtype, "Serving dtype: float32|bfloat16|float16")
       ->envname("EMBEDSERVE_DTYPE")->check(CLI::IsMember({"float32", "bfloat16", "float16"}))
       ->capture_default_str();
-  app.add_option("--threads", f.threads, "Torch intra-op threads for the device executor (0: measured default)")
+  app.add_option("--threads", f.threads, "Torch intra-op threads for the device executor (0: measured default: 1 for float32, all cores for bfloat16)")
       ->envname("EMBEDSERVE_THREADS")->check(CLI::Range(0, 1024))->capture_default_str();
+  app.add_option("--blas-threads", f.blas_threads, "OpenBLAS pool threads, used by float32 on CPU (0: measured default: all cores for float32, 1 for bfloat16)")
+      ->envname("EMBEDSERVE_BLAS_THREADS")->check(CLI::Range(0, 1024))->capture_default_str();
   app.add_option("--preprocess-threads", f.preprocess_threads, "CPU threads decoding images and tokenizing")
       ->envname("EMBEDSERVE_PREPROCESS_THREADS")->check(CLI::Range(1, 1024))->capture_default_str();
   app.add_option("--preprocess-queue", f.preprocess_queue, "Most preprocessing tasks waiting before calls are refused")
@@ -144,12 +156,16 @@ int Run(int argc, char** argv) {
   LogLevel level;
   if (ParseLogLevel(f.log_level, &level)) SetLogLevel(level);
 
-  // Signals are taken by a dedicated thread (sigwait), so block them everywhere first.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  if (pipe(g_signal_pipe) != 0) {
+    std::perror("embedserve: pipe");
+    return 1;
+  }
+  struct sigaction action = {};
+  action.sa_handler = OnTerminate;
+  sigemptyset(&action.sa_mask);
+  action.sa_flags = SA_RESTART;
+  sigaction(SIGTERM, &action, nullptr);
+  sigaction(SIGINT, &action, nullptr);
 
   struct ModelArg { std::string name, dir; };
   std::vector<ModelArg> model_args;
@@ -244,8 +260,10 @@ int Run(int argc, char** argv) {
 
   // Signal watcher: the first SIGTERM/SIGINT starts the drain.
   std::thread signal_thread([&] {
-    int signal_number = 0;
-    sigwait(&signals, &signal_number);
+    unsigned char byte = 0;
+    while (read(g_signal_pipe[0], &byte, 1) < 0 && errno == EINTR) {
+    }
+    const int signal_number = byte;
     LogEvent(LogLevel::kInfo, "draining",
              absl::StrCat("signal=", signal_number, " deadline_s=", f.drain_timeout_s));
     (*server)->Shutdown(absl::Now() + absl::Seconds(f.drain_timeout_s));
@@ -254,6 +272,8 @@ int Run(int argc, char** argv) {
   LoadSettings settings;
   settings.device = ResolveDevice(f.device);
   settings.dtype = f.dtype;
+  settings.threads = f.threads;
+  settings.blas_threads = f.blas_threads;
   int failures = 0;
   std::vector<std::pair<metrics::Labels, double>> load_seconds;
   for (const ModelArg& m : model_args) {

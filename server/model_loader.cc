@@ -5,10 +5,18 @@
 #include <fstream>
 
 #include <nlohmann/json.hpp>
+#include <torch/cuda.h>
 
 #include "absl/strings/str_cat.h"
+#include "server/models/openclip/openclip_model.h"
 
 namespace embedserve {
+
+std::string ResolveDevice(const std::string& requested) {
+  if (requested != "auto") return requested;
+  if (torch::cuda::is_available()) return "cuda:0";
+  return "cpu";
+}
 
 absl::StatusOr<std::string> DetectFamily(const std::string& dir) {
   namespace fs = std::filesystem;
@@ -37,6 +45,12 @@ absl::StatusOr<std::unique_ptr<models::Model>> LoadModel(const std::string& dir,
                                                          const LoadSettings& settings) {
   absl::StatusOr<std::string> family = DetectFamily(dir);
   if (!family.ok()) return family.status();
+  models::RuntimeOptions options;
+  options.device = settings.device;
+  options.dtype = settings.dtype;
+  options.torch_threads = settings.threads;
+  options.blas_threads = settings.blas_threads;
+  if (*family == "openclip") return models::openclip::LoadOpenClip(dir, options);
   return absl::UnimplementedError(
       absl::StrCat("the ", *family, " family is not implemented in this build yet"));
 }

@@ -13,8 +13,12 @@ namespace embedserve {
 struct LoadSettings {
   std::string device = "cpu";   // resolved: "cpu", "cuda:N", "mps"
   std::string dtype = "float32";
-  int threads = 0;  // torch intra-op threads (0: the family's measured default)
+  int threads = 0;       // torch intra-op threads (0: the measured default for the dtype)
+  int blas_threads = 0;  // OpenBLAS pool threads (0: the measured default for the dtype)
 };
+
+// "auto" -> the first of cuda, mps, cpu this build and machine have; anything else unchanged.
+std::string ResolveDevice(const std::string& requested);
 
 // The family name ("openclip", "colpali") found in `dir`, or INVALID_ARGUMENT naming what
 // is missing.

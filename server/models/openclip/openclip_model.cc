@@ -1,0 +1,327 @@
+// OpenClipModel: the Model interface over ClipModule, plus loading from a hub-format
+// directory and writing random checkpoints for tests and benchmarks.
+#include "server/models/openclip/openclip_model.h"
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <map>
+
+#include <ATen/ATen.h>
+#include <c10/core/InferenceMode.h>
+#include <torch/nn/module.h>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "server/image/clip_preprocess.h"
+#include "server/image/decode.h"
+#include "server/models/openclip/openclip_modules.h"
+#include "server/models/safetensors.h"
+#include "server/models/torch_util.h"
+#include "server/tokenizers/clip_tokenizer.h"
+
+namespace embedserve::models::openclip {
+namespace {
+
+namespace fs = std::filesystem;
+
+// LayerNorm parameters and the logit scale stay float32 in every serving dtype.
+bool KeepFp32(const std::string& name) {
+  return name == "logit_scale" || name.find("ln_") != std::string::npos;
+}
+
+// Older checkpoints may carry the text tower's causal mask buffer; it is rebuilt here.
+bool IgnoredKey(const std::string& name) { return absl::EndsWith(name, "attn_mask"); }
+
+class OpenClipModel final : public Model {
+ public:
+  OpenClipModel(OpenClipConfig config, std::unique_ptr<tokenizers::ClipTokenizer> tokenizer,
+                std::shared_ptr<ClipModule> module, at::Device device, at::ScalarType dtype,
+                ModelDescription description)
+      : config_(std::move(config)),
+        tokenizer_(std::move(tokenizer)),
+        module_(std::move(module)),
+        device_(device),
+        dtype_(dtype),
+        description_(std::move(description)) {
+    preprocess_.image_size = config_.vision.image_size;
+    preprocess_.mean = config_.preprocess.mean;
+    preprocess_.std = config_.preprocess.std;
+  }
+
+  const ModelDescription& description() const override { return description_; }
+
+  absl::StatusOr<TextInput> PrepareText(absl::string_view text, bool truncate) const override {
+    absl::StatusOr<tokenizers::ClipTokenizer::Encoded> encoded =
+        tokenizer_->Encode(text, config_.text.context_length, truncate);
+    if (!encoded.ok()) return encoded.status();
+    TextInput input;
+    input.token_ids = std::move(encoded->ids);
+    input.truncated = encoded->truncated;
+    return input;
+  }
+
+  absl::StatusOr<Tokenization> Tokenize(absl::string_view text, bool truncate) const override {
+    absl::StatusOr<tokenizers::ClipTokenizer::Encoded> encoded =
+        tokenizer_->Encode(text, config_.text.context_length, truncate);
+    if (!encoded.ok()) return encoded.status();
+    Tokenization result;
+    result.truncated = encoded->truncated;
+    for (int32_t id : encoded->ids) result.tokens.push_back(tokenizer_->TokenString(id));
+    result.ids = std::move(encoded->ids);
+    return result;
+  }
+
+  absl::StatusOr<ImageInput> PrepareImage(absl::string_view encoded,
+                                          const ImageLimits& limits) const override {
+    image::DecodeLimits decode_limits;
+    decode_limits.max_pixels = limits.max_pixels;
+    decode_limits.max_bytes = limits.max_bytes;
+    absl::StatusOr<image::RgbImage> rgb = image::DecodeToRgb(encoded, decode_limits);
+    if (!rgb.ok()) return rgb.status();
+    ImageInput input;
+    input.pixels = image::ClipPreprocess(*rgb, preprocess_);
+    return input;
+  }
+
+  absl::StatusOr<std::vector<Embedding>> EmbedTexts(
+      absl::Span<const TextInput* const> texts) override {
+    std::vector<Embedding> result;
+    if (texts.empty()) return result;
+    absl::Status status = GuardTorch("text forward", [&] {
+      c10::InferenceMode inference;
+      const int64_t batch = static_cast<int64_t>(texts.size());
+      // OpenCLIP pools at argmax(ids): the first occurrence of the highest id, which is the
+      // end token unless the text itself spells "<end_of_text>" earlier. The tower is causal,
+      // so positions after the last pooling position in the batch cannot change any output:
+      // they are not computed.
+      std::vector<int64_t> pools(batch, 0);
+      int64_t longest = 1;
+      for (int64_t b = 0; b < batch; ++b) {
+        const auto& tokens = texts[b]->token_ids;
+        const int64_t n = std::min<int64_t>(tokens.size(), config_.text.context_length);
+        for (int64_t i = 0; i < n; ++i) {
+          if (tokens[i] > tokens[pools[b]]) pools[b] = i;
+        }
+        longest = std::max(longest, pools[b] + 1);
+      }
+      at::Tensor ids = at::zeros({batch, longest}, at::kLong);
+      at::Tensor eot = at::empty({batch}, at::kLong);
+      auto ids_a = ids.accessor<int64_t, 2>();
+      auto eot_a = eot.accessor<int64_t, 1>();
+      for (int64_t b = 0; b < batch; ++b) {
+        const auto& tokens = texts[b]->token_ids;
+        for (int64_t i = 0; i <= pools[b] && i < static_cast<int64_t>(tokens.size()); ++i) {
+          ids_a[b][i] = tokens[i];
+        }
+        eot_a[b] = pools[b];
+      }
+      at::Tensor out = module_->EncodeText(ToDevice(ids), ToDevice(eot));
+      result = ToEmbeddings(out);
+    });
+    if (!status.ok()) return status;
+    return result;
+  }
+
+  absl::StatusOr<std::vector<Embedding>> EmbedImages(
+      absl::Span<const ImageInput* const> images) override {
+    std::vector<Embedding> result;
+    if (images.empty()) return result;
+    const int64_t side = config_.vision.image_size;
+    const size_t per_image = static_cast<size_t>(3 * side * side);
+    for (const ImageInput* image : images) {
+      if (image->pixels.size() != per_image) {
+        return absl::InternalError(absl::StrCat("image input has ", image->pixels.size(),
+                                                " values, expected ", per_image));
+      }
+    }
+    absl::Status status = GuardTorch("image forward", [&] {
+      c10::InferenceMode inference;
+      const int64_t batch = static_cast<int64_t>(images.size());
+      at::Tensor pixels = at::empty({batch, 3, side, side}, at::kFloat);
+      float* dst = pixels.data_ptr<float>();
+      for (int64_t b = 0; b < batch; ++b) {
+        std::memcpy(dst + b * per_image, images[b]->pixels.data(), per_image * sizeof(float));
+      }
+      at::Tensor out = module_->EncodeImage(ToDevice(pixels).to(dtype_));
+      result = ToEmbeddings(out);
+    });
+    if (!status.ok()) return status;
+    return result;
+  }
+
+ private:
+  at::Tensor ToDevice(const at::Tensor& host) const {
+    if (device_.is_cpu()) return host;
+    // Pinned staging memory lets the copy run asynchronously with respect to the host.
+    return host.pin_memory().to(device_, /*non_blocking=*/true);
+  }
+
+  static std::vector<Embedding> ToEmbeddings(const at::Tensor& out) {
+    at::Tensor host = out.to(at::kCPU, at::kFloat).contiguous();
+    const int64_t rows = host.size(0), dim = host.size(1);
+    const float* data = host.data_ptr<float>();
+    std::vector<Embedding> result(rows);
+    for (int64_t r = 0; r < rows; ++r) {
+      result[r].rows = 1;
+      result[r].dim = static_cast<int>(dim);
+      result[r].values.assign(data + r * dim, data + (r + 1) * dim);
+    }
+    return result;
+  }
+
+  const OpenClipConfig config_;
+  const std::unique_ptr<tokenizers::ClipTokenizer> tokenizer_;
+  const std::shared_ptr<ClipModule> module_;
+  const at::Device device_;
+  const at::ScalarType dtype_;
+  const ModelDescription description_;
+  image::ClipPreprocessConfig preprocess_;
+};
+
+absl::StatusOr<std::unique_ptr<tokenizers::ClipTokenizer>> LoadTokenizer(const std::string& dir) {
+  const fs::path vocab = fs::path(dir) / "vocab.json";
+  const fs::path merges = fs::path(dir) / "merges.txt";
+  std::error_code ec;
+  if (fs::exists(vocab, ec) && fs::exists(merges, ec)) {
+    return tokenizers::ClipTokenizer::FromVocabAndMerges(vocab.string(), merges.string());
+  }
+  return tokenizers::ClipTokenizer::FromBundledVocab();
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Model>> LoadOpenClip(const std::string& dir,
+                                                    const RuntimeOptions& options) {
+  absl::StatusOr<OpenClipConfig> config = ReadOpenClipConfig(dir);
+  if (!config.ok()) return config.status();
+  absl::StatusOr<at::Device> device = ParseDevice(options.device);
+  if (!device.ok()) return device.status();
+  absl::StatusOr<at::ScalarType> dtype = ParseServingDtype(options.dtype, *device);
+  if (!dtype.ok()) return dtype.status();
+  if (config->text.vocab_size <= 49407) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        dir, ": text_cfg.vocab_size ", config->text.vocab_size,
+        " cannot hold CLIP's end-of-text token 49407"));
+  }
+
+  std::error_code ec;
+  if (!fs::exists(fs::path(dir) / "open_clip_model.safetensors", ec) &&
+      !fs::exists(fs::path(dir) / "open_clip_model.safetensors.index.json", ec) &&
+      fs::exists(fs::path(dir) / "open_clip_pytorch_model.bin", ec)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        dir, ": only open_clip_pytorch_model.bin is present; embedserve reads safetensors "
+             "(open_clip_model.safetensors), which the hub ships for OpenCLIP models"));
+  }
+  absl::StatusOr<std::unique_ptr<TensorArchive>> archive =
+      TensorArchive::OpenInDir(dir, "open_clip_model.safetensors");
+  if (!archive.ok()) return archive.status();
+
+  absl::StatusOr<std::unique_ptr<tokenizers::ClipTokenizer>> tokenizer = LoadTokenizer(dir);
+  if (!tokenizer.ok()) return tokenizer.status();
+
+  std::string threads;
+  if (device->is_cpu()) threads = ConfigureCpuThreads(options, *dtype);
+
+  std::shared_ptr<ClipModule> module;
+  absl::Status built = GuardTorch("building the OpenCLIP module", [&] {
+    module = std::make_shared<ClipModule>(*config, at::TensorOptions().dtype(at::kFloat));
+  });
+  if (!built.ok()) return built;
+  LoadPlan plan;
+  plan.ignore = IgnoredKey;
+  plan.keep_fp32 = KeepFp32;
+  if (absl::Status s = LoadParameters(*module, **archive, plan, *device, *dtype); !s.ok()) {
+    return s;
+  }
+
+  ModelDescription d;
+  d.family = "openclip";
+  d.architecture = config->ArchitectureName();
+  d.accepts_text = true;
+  d.accepts_image = true;
+  d.embedding_dim = config->embed_dim;
+  d.multi_vector = false;
+  d.context_length = config->text.context_length;
+  d.image_size = config->vision.image_size;
+  d.dtype = ServingDtypeName(*dtype);
+  d.device = device->str();
+  d.outputs_normalized = false;
+  d.logit_scale = std::exp(module->logit_scale.item<float>());
+  d.scoring = "cosine";
+  return std::unique_ptr<Model>(new OpenClipModel(*std::move(config), *std::move(tokenizer),
+                                                  std::move(module), *device, *dtype,
+                                                  std::move(d)));
+}
+
+absl::Status WriteRandomCheckpoint(const OpenClipConfig& config, const std::string& dir,
+                                   const std::string& weight_dtype, uint64_t seed) {
+  TensorDtype file_dtype;
+  at::ScalarType torch_dtype;
+  if (weight_dtype == "F32") {
+    file_dtype = TensorDtype::kF32;
+    torch_dtype = at::kFloat;
+  } else if (weight_dtype == "F16") {
+    file_dtype = TensorDtype::kF16;
+    torch_dtype = at::kHalf;
+  } else if (weight_dtype == "BF16") {
+    file_dtype = TensorDtype::kBF16;
+    torch_dtype = at::kBFloat16;
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat("weight dtype '", weight_dtype,
+                                                   "' is not F32, F16 or BF16"));
+  }
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) return absl::InternalError(absl::StrCat(dir, ": ", ec.message()));
+  std::vector<TensorToWrite> tensors;
+  absl::Status made = GuardTorch("random initialisation", [&] {
+    at::NoGradGuard no_grad;
+    at::manual_seed(seed);
+    ClipModule module(config, at::TensorOptions().dtype(at::kFloat));
+    for (auto& item : module.named_parameters(true)) {
+      const std::string& name = item.key();
+      at::Tensor& p = item.value();
+      if (name == "logit_scale") {
+        p.fill_(std::log(1 / 0.07));
+      } else if (name.find("ln_") != std::string::npos) {
+        if (absl::EndsWith(name, ".weight")) {
+          p.normal_(1.0, 0.05);
+        } else {
+          p.normal_(0.0, 0.05);
+        }
+      } else if (absl::EndsWith(name, "bias")) {
+        p.normal_(0.0, 0.01);
+      } else {
+        p.normal_(0.0, p.dim() >= 2 ? 1.0 / std::sqrt(static_cast<double>(p.size(-1))) : 0.02);
+      }
+      at::Tensor out = p.to(torch_dtype).contiguous();
+      TensorToWrite t;
+      t.name = name;
+      t.dtype = file_dtype;
+      t.shape = p.sizes().vec();
+      t.bytes.assign(static_cast<const char*>(out.data_ptr()), out.nbytes());
+      tensors.push_back(std::move(t));
+    }
+  });
+  if (!made.ok()) return made;
+  if (absl::Status s = WriteSafetensors((fs::path(dir) / "open_clip_model.safetensors").string(),
+                                        tensors, {{"format", "pt"}});
+      !s.ok()) {
+    return s;
+  }
+  std::ofstream out(fs::path(dir) / "open_clip_config.json", std::ios::binary | std::ios::trunc);
+  out << OpenClipConfigToJson(config) << "\n";
+  if (!out) return absl::InternalError(absl::StrCat(dir, ": cannot write open_clip_config.json"));
+  return absl::OkStatus();
+}
+
+std::vector<std::pair<std::string, std::vector<int64_t>>> ParameterShapes(
+    const OpenClipConfig& config) {
+  ClipModule module(config, at::TensorOptions().dtype(at::kFloat).device(at::kMeta));
+  std::map<std::string, std::vector<int64_t>> sorted;
+  for (auto& item : module.named_parameters(true)) sorted[item.key()] = item.value().sizes().vec();
+  return {sorted.begin(), sorted.end()};
+}
+
+}  // namespace embedserve::models::openclip

@@ -1,0 +1,167 @@
+// Shared libtorch plumbing for the model families: devices, dtypes, threads, parameter loading.
+#include "server/models/torch_util.h"
+
+#include <dlfcn.h>
+
+#include <cstring>
+#include <new>
+#include <thread>
+
+#include <ATen/Parallel.h>
+#include <torch/cuda.h>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+
+namespace embedserve::models {
+
+absl::StatusOr<at::Device> ParseDevice(const std::string& device) {
+  const std::string d = absl::AsciiStrToLower(device);
+  if (d == "cpu") return at::Device(at::kCPU);
+  if (d == "cuda" || absl::StartsWith(d, "cuda:")) {
+    int index = 0;
+    if (d.size() > 5 && !absl::SimpleAtoi(d.substr(5), &index)) {
+      return absl::InvalidArgumentError(absl::StrCat("device '", device, "': bad CUDA index"));
+    }
+    if (!torch::cuda::is_available()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "device '", device, "': this libtorch build or machine has no CUDA device"));
+    }
+    if (index < 0 || index >= static_cast<int>(torch::cuda::device_count())) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "device '", device, "': only ", torch::cuda::device_count(), " CUDA devices"));
+    }
+    return at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(index));
+  }
+  if (d == "mps") {
+    return absl::FailedPreconditionError("device 'mps': this build has no MPS support "
+                                         "(build on macOS with libtorch's MPS backend)");
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("device '", device, "' is not one of cpu, cuda, cuda:N, mps"));
+}
+
+absl::StatusOr<at::ScalarType> ParseServingDtype(const std::string& dtype, const at::Device& device) {
+  const std::string d = absl::AsciiStrToLower(dtype);
+  if (d == "float32" || d == "fp32") return at::kFloat;
+  if (d == "bfloat16" || d == "bf16") return at::kBFloat16;
+  if (d == "float16" || d == "fp16" || d == "half") {
+    if (device.is_cpu()) {
+      return absl::InvalidArgumentError(
+          "dtype float16: libtorch has no float16 matmul on CPU; use bfloat16 (oneDNN) or float32");
+    }
+    return at::kHalf;
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("dtype '", dtype, "' is not one of float32, bfloat16, float16"));
+}
+
+std::string ServingDtypeName(at::ScalarType dtype) {
+  switch (dtype) {
+    case at::kBFloat16: return "bfloat16";
+    case at::kHalf: return "float16";
+    default: return "float32";
+  }
+}
+
+std::string ConfigureCpuThreads(const RuntimeOptions& options, at::ScalarType dtype) {
+  const int cores = std::max(1u, std::thread::hardware_concurrency());
+  // Measured on the 2-core build machine (benchmarks/clip_forward_bench): float32 matmuls run
+  // in OpenBLAS's own pool, and torch threads on top of it halve throughput; bfloat16 runs in
+  // oneDNN on torch's threads, where OpenBLAS's pool only competes.
+  int torch_threads = options.torch_threads;
+  int blas_threads = options.blas_threads;
+  if (torch_threads <= 0) torch_threads = dtype == at::kFloat ? 1 : cores;
+  if (blas_threads <= 0) blas_threads = dtype == at::kFloat ? cores : 1;
+  at::set_num_threads(torch_threads);
+  using SetThreads = void (*)(int);
+  auto set_blas = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
+  std::string blas = "unknown BLAS";
+  if (set_blas != nullptr) {
+    set_blas(blas_threads);
+    blas = absl::StrCat("openblas_threads=", blas_threads);
+  }
+  return absl::StrCat("torch_threads=", torch_threads, " ", blas);
+}
+
+absl::StatusOr<at::Tensor> TensorFromView(const TensorView& view) {
+  at::ScalarType type;
+  switch (view.dtype) {
+    case TensorDtype::kF32: type = at::kFloat; break;
+    case TensorDtype::kF16: type = at::kHalf; break;
+    case TensorDtype::kBF16: type = at::kBFloat16; break;
+    case TensorDtype::kF64: type = at::kDouble; break;
+    default:
+      return absl::InvalidArgumentError(absl::StrCat(
+          *view.file, ": tensor '", view.name, "' has dtype ", std::string(DtypeName(view.dtype)),
+          "; weights must be F32, F16, BF16 or F64"));
+  }
+  std::vector<int64_t> shape(view.shape.begin(), view.shape.end());
+  const size_t element = at::elementSize(type);
+  if (reinterpret_cast<uintptr_t>(view.data) % element != 0) {
+    // safetensors does not promise alignment: copy a misaligned tensor out of the mapping.
+    at::Tensor copy = at::empty(shape, at::TensorOptions().dtype(type));
+    std::memcpy(copy.data_ptr(), view.data, view.nbytes);
+    return copy;
+  }
+  // from_blob wants a mutable pointer; the tensor is only ever read (copied from) here.
+  return at::from_blob(const_cast<uint8_t*>(view.data), shape,
+                       at::TensorOptions().dtype(type).device(at::kCPU));
+}
+
+absl::Status LoadParameters(torch::nn::Module& module, const TensorArchive& archive,
+                            const LoadPlan& plan, at::Device device, at::ScalarType dtype) {
+  absl::flat_hash_set<std::string> used;
+  at::NoGradGuard no_grad;
+  for (auto& item : module.named_parameters(/*recurse=*/true)) {
+    const std::string key = plan.key_for(item.key());
+    at::Tensor& param = item.value();
+    absl::StatusOr<const TensorView*> view = archive.Expect(key, param.sizes().vec());
+    if (!view.ok()) return view.status();
+    used.insert(key);
+    absl::StatusOr<at::Tensor> source = TensorFromView(**view);
+    if (!source.ok()) return source.status();
+    const at::ScalarType target = plan.keep_fp32(item.key()) ? at::kFloat : dtype;
+    absl::Status copied = GuardTorch(absl::StrCat("loading tensor '", key, "'"), [&] {
+      at::Tensor value = source->to(device, target, /*non_blocking=*/false, /*copy=*/true);
+      param.set_data(value);
+    });
+    if (!copied.ok()) return copied;
+  }
+  absl::flat_hash_set<std::string> allowed = used;
+  for (const std::string& name : archive.Names()) {
+    if (plan.ignore(name)) allowed.insert(name);
+  }
+  return archive.CheckNoUnexpected(allowed);
+}
+
+at::Tensor Attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                     const at::Tensor& mask) {
+  const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
+  at::Tensor scores = at::matmul(q * scale, k.transpose(-2, -1));
+  if (mask.defined()) scores = scores + mask;
+  at::Tensor weights = at::softmax(scores, -1, at::kFloat).to(q.scalar_type());
+  return at::matmul(weights, v);
+}
+
+absl::Status GuardTorch(const std::string& what, const std::function<void()>& body) {
+  try {
+    body();
+    return absl::OkStatus();
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError(absl::StrCat(what, ": out of memory"));
+  } catch (const std::exception& e) {
+    std::string message = e.what();
+    // libtorch messages carry a C++ backtrace after the first line: keep the first line.
+    if (size_t nl = message.find('\n'); nl != std::string::npos) message.resize(nl);
+    if (absl::StrContains(absl::AsciiStrToLower(message), "out of memory")) {
+      return absl::ResourceExhaustedError(absl::StrCat(what, ": ", message));
+    }
+    return absl::InternalError(absl::StrCat(what, ": ", message));
+  }
+}
+
+}  // namespace embedserve::models

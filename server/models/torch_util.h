@@ -1,0 +1,55 @@
+// What every libtorch model family shares: device and dtype parsing, thread set-up, loading a
+// module's parameters from a safetensors archive with shape checks, the attention kernel
+// behind one function (its libtorch API differs between 1.13 and 2.x), and turning libtorch
+// exceptions into statuses. Included only by model implementation files.
+#pragma once
+
+#include <functional>
+#include <string>
+
+#include <ATen/ATen.h>
+#include <torch/nn/module.h>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "server/models/runtime_options.h"
+#include "server/models/safetensors.h"
+
+namespace embedserve::models {
+
+// "cpu", "cuda", "cuda:N", "mps" -> a device this build and machine can use, or
+// FAILED_PRECONDITION naming what is missing.
+absl::StatusOr<at::Device> ParseDevice(const std::string& device);
+// "float32"/"fp32", "bfloat16"/"bf16", "float16"/"fp16" -> a dtype the device can compute in.
+absl::StatusOr<at::ScalarType> ParseServingDtype(const std::string& dtype, const at::Device& device);
+std::string ServingDtypeName(at::ScalarType dtype);
+
+// Sets libtorch's intra-op threads and OpenBLAS's pool from the options (0: the measured
+// default for the dtype; see RuntimeOptions). Returns a short description for the log.
+std::string ConfigureCpuThreads(const RuntimeOptions& options, at::ScalarType dtype);
+
+// A torch view of a safetensors tensor (no copy; the archive must outlive it).
+absl::StatusOr<at::Tensor> TensorFromView(const TensorView& view);
+
+// Copies every parameter of `module` from `archive`. `key_for` maps a parameter's name in the
+// module to its key in the checkpoint. Checks each shape and that the checkpoint holds no
+// tensor the module does not use (except names for which `ignore` is true). Parameters
+// become `dtype` on `device`, except those for which `keep_fp32` is true.
+struct LoadPlan {
+  std::function<std::string(const std::string&)> key_for = [](const std::string& n) { return n; };
+  std::function<bool(const std::string&)> ignore = [](const std::string&) { return false; };
+  std::function<bool(const std::string&)> keep_fp32 = [](const std::string&) { return false; };
+};
+absl::Status LoadParameters(torch::nn::Module& module, const TensorArchive& archive,
+                            const LoadPlan& plan, at::Device device, at::ScalarType dtype);
+
+// Scaled dot-product attention over [batch, heads, tokens, head_dim]; `mask` is additive
+// ([tokens, tokens] or broadcastable) or undefined. Softmax runs in float32.
+at::Tensor Attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                     const at::Tensor& mask);
+
+// Runs `body`, turning libtorch exceptions into INTERNAL (RESOURCE_EXHAUSTED for out of
+// memory), with `what` in the message.
+absl::Status GuardTorch(const std::string& what, const std::function<void()>& body);
+
+}  // namespace embedserve::models

@@ -1,0 +1,243 @@
+// Hostile and broken input, one row each, against the real server with the demo CLIP
+// model: every row gets the expected gRPC status with a message naming the field (and the
+// limit where there is one), and the server keeps answering good calls afterwards.
+#include <zlib.h>
+
+#include <cstdint>
+#include <fstream>
+#include <limits>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <catch2/catch.hpp>
+#include <grpcpp/grpcpp.h>
+
+#include "client/embedserve_client.h"
+#include "common/tensor_codec.h"
+#include "tests/server/server_process.h"
+
+using embedserve::client::Client;
+using embedserve::testing::ServerProcess;
+namespace v1 = embedserve::v1;
+
+namespace {
+
+const std::string kImages = std::string(EMBEDSERVE_TEST_DATA) + "/openclip-reference/images/";
+
+std::string Slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+void PutU32(std::string& out, uint32_t v) {
+  for (int shift = 24; shift >= 0; shift -= 8) out.push_back(static_cast<char>((v >> shift) & 0xff));
+}
+
+void PngChunk(std::string& png, const char* type, const std::string& data) {
+  PutU32(png, static_cast<uint32_t>(data.size()));
+  std::string body = std::string(type, 4) + data;
+  png += body;
+  PutU32(png, static_cast<uint32_t>(crc32(0, reinterpret_cast<const Bytef*>(body.data()), body.size())));
+}
+
+// A valid PNG header claiming width x height (8-bit RGB) with a short zlib stream of zero
+// rows: a few KB that would decode to gigabytes.
+std::string BombPng(uint32_t width, uint32_t height) {
+  std::string png = "\x89PNG\r\n\x1a\n";
+  std::string ihdr;
+  PutU32(ihdr, width);
+  PutU32(ihdr, height);
+  ihdr += std::string("\x08\x02\x00\x00\x00", 5);
+  PngChunk(png, "IHDR", ihdr);
+  std::string raw(64 * 1024, '\0');
+  uLongf size = compressBound(raw.size());
+  std::string compressed(size, '\0');
+  compress(reinterpret_cast<Bytef*>(compressed.data()), &size,
+           reinterpret_cast<const Bytef*>(raw.data()), raw.size());
+  compressed.resize(size);
+  PngChunk(png, "IDAT", compressed);
+  PngChunk(png, "IEND", "");
+  return png;
+}
+
+struct Row {
+  std::string name;
+  std::function<void(v1::EmbedRequest&)> build;
+  grpc::StatusCode code;
+  std::vector<std::string> message_parts;
+  // Refused by gRPC's protobuf parser before the service sees it (the code is gRPC's own).
+  bool refused_by_parser = false;
+};
+
+}  // namespace
+
+TEST_CASE("every kind of bad input gets its status, and the server keeps serving") {
+  ServerProcess server({"--model", "demo=" + std::string(EMBEDSERVE_TEST_DATA) +
+                                       "/openclip-reference/model",
+                        "--max-message-bytes", std::to_string(32 << 20)});
+  REQUIRE(server.healthy());
+  auto client = Client::Create(server.unix_target());
+  const std::string jpeg = Slurp(kImages + "photo_800x600.jpg");
+  const std::string png = Slurp(kImages + "landscape_640x480.png");
+
+  std::vector<Row> rows = {
+      {"zero-byte image", [](auto& r) { r.add_inputs()->set_image(""); },
+       grpc::StatusCode::INVALID_ARGUMENT, {"inputs[0]", "empty"}},
+      {"truncated JPEG", [&](auto& r) { r.add_inputs()->set_image(jpeg.substr(0, jpeg.size() / 3)); },
+       grpc::StatusCode::INVALID_ARGUMENT, {"inputs[0]"}},
+      {"truncated PNG", [&](auto& r) { r.add_inputs()->set_image(png.substr(0, png.size() / 2)); },
+       grpc::StatusCode::INVALID_ARGUMENT, {"inputs[0]"}},
+      {"corrupt bytes after a JPEG header",
+       [&](auto& r) {
+         std::string broken = jpeg;
+         for (size_t i = 600; i < broken.size(); i += 7) broken[i] = static_cast<char>(0xff);
+         r.add_inputs()->set_text("ok");
+         r.add_inputs()->set_image(broken);
+       },
+       grpc::StatusCode::INVALID_ARGUMENT, {"inputs[1]"}},
+      {"not an image at all", [](auto& r) { r.add_inputs()->set_image("hello, I am text"); },
+       grpc::StatusCode::INVALID_ARGUMENT, {"inputs[0]"}},
+      {"a 50000 x 50000 PNG bomb of a few KB", [](auto& r) { r.add_inputs()->set_image(BombPng(50000, 50000)); },
+       grpc::StatusCode::INVALID_ARGUMENT, {"inputs[0]", "50000", "pixel"}},
+      {"a PNG that lies about its size", [](auto& r) { r.add_inputs()->set_image(BombPng(4000, 3000)); },
+       grpc::StatusCode::INVALID_ARGUMENT, {"inputs[0]"}},
+      // proto3 string fields must be UTF-8: the parser refuses the message (clients in Python
+      // or JSON cannot even build one); the server keeps serving.
+      {"invalid UTF-8", [](auto& r) { r.add_inputs()->set_text(std::string("ab\xff\xfe", 4)); },
+       grpc::StatusCode::UNIMPLEMENTED, {}, /*refused_by_parser=*/true},
+      {"a 10 MB text", [](auto& r) { r.add_inputs()->set_text(std::string(10 << 20, 'a')); },
+       grpc::StatusCode::INVALID_ARGUMENT, {"inputs[0]", "1048576", "--max-text-bytes"}},
+      {"100,000 inputs",
+       [](auto& r) { for (int i = 0; i < 100000; ++i) r.add_inputs()->set_text("a"); },
+       grpc::StatusCode::INVALID_ARGUMENT, {"inputs", "100000", "1024", "--max-inputs"}},
+      {"an input with no content", [](auto& r) { r.add_inputs(); },
+       grpc::StatusCode::INVALID_ARGUMENT, {"inputs[0]", "no content"}},
+      {"a long text with truncation off",
+       [](auto& r) {
+         std::string text;
+         for (int i = 0; i < 200; ++i) text += "word ";
+         r.add_inputs()->set_text(text);
+         r.mutable_options()->set_truncation(v1::TRUNCATION_ERROR);
+       },
+       grpc::StatusCode::INVALID_ARGUMENT, {"inputs[0]", "77"}},
+      {"an unknown model", [](auto& r) { r.set_model("nope"); r.add_inputs()->set_text("a"); },
+       grpc::StatusCode::NOT_FOUND, {"nope", "demo"}},
+      {"a message over the size limit",
+       [](auto& r) { r.add_inputs()->set_image(std::string(33 << 20, 'x')); },
+       grpc::StatusCode::RESOURCE_EXHAUSTED, {}},
+  };
+  for (const Row& row : rows) {
+    DYNAMIC_SECTION(row.name) {
+      v1::EmbedRequest request;
+      request.set_model("demo");
+      row.build(request);
+      grpc::ClientContext context;
+      context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+      v1::EmbedResponse response;
+      grpc::Status status = client->embed_stub().Embed(&context, request, &response);
+      if (row.refused_by_parser) {
+        CHECK_FALSE(status.ok());
+      } else {
+        CHECK(status.error_code() == row.code);
+      }
+      for (const std::string& part : row.message_parts) {
+        CHECK_THAT(status.error_message(), Catch::Contains(part));
+      }
+    }
+  }
+
+  SECTION("odd but valid input is answered") {
+    v1::EmbedRequest request;
+    request.set_model("demo");
+    request.add_inputs()->set_text("");
+    request.add_inputs()->set_text("   \t\n ");
+    request.add_inputs()->set_image(Slurp(kImages + "gray_640x480.png"));
+    auto response = client->Embed(request);
+    REQUIRE(response.ok());
+    CHECK(response->embeddings_size() == 3);
+  }
+
+  SECTION("rerank inputs: bad embeddings and top_k") {
+    auto rerank = [&](std::function<void(v1::RerankRequest&)> build) {
+      v1::RerankRequest request;
+      request.set_model("demo");
+      request.mutable_query()->set_text("a dog");
+      build(request);
+      return client->Rerank(request).status();
+    };
+    auto wrong_dim = rerank([](auto& r) {
+      auto* t = r.add_candidates()->mutable_embedding();
+      t->add_shape(3);
+      for (int i = 0; i < 3; ++i) t->add_values(1);
+    });
+    CHECK(wrong_dim.code() == absl::StatusCode::kInvalidArgument);
+    CHECK_THAT(std::string(wrong_dim.message()), Catch::Contains("candidates[0]") && Catch::Contains("32"));
+    auto nan = rerank([](auto& r) {
+      auto* t = r.add_candidates()->mutable_embedding();
+      t->add_shape(32);
+      for (int i = 0; i < 32; ++i) t->add_values(i == 5 ? std::numeric_limits<float>::quiet_NaN() : 1);
+    });
+    CHECK(nan.code() == absl::StatusCode::kInvalidArgument);
+    CHECK_THAT(std::string(nan.message()), Catch::Contains("not finite"));
+    auto multi = rerank([](auto& r) {
+      auto* t = r.add_candidates()->mutable_embedding();
+      t->add_shape(2);
+      t->add_shape(32);
+      for (int i = 0; i < 64; ++i) t->add_values(1);
+    });
+    CHECK(multi.code() == absl::StatusCode::kInvalidArgument);
+    for (int k : {0, 3}) {
+      auto top = rerank([k](auto& r) {
+        r.add_candidates()->set_text("a");
+        r.add_candidates()->set_text("b");
+        r.set_top_k(k);
+      });
+      CHECK(top.code() == absl::StatusCode::kInvalidArgument);
+      CHECK_THAT(std::string(top.message()), Catch::Contains("top_k"));
+    }
+  }
+
+  SECTION("a 1 microsecond deadline is DEADLINE_EXCEEDED") {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::microseconds(1));
+    v1::EmbedRequest request;
+    request.set_model("demo");
+    request.add_inputs()->set_image(jpeg);
+    v1::EmbedResponse response;
+    CHECK(client->embed_stub().Embed(&context, request, &response).error_code() ==
+          grpc::StatusCode::DEADLINE_EXCEEDED);
+  }
+
+  SECTION("callers that cancel mid-batch or vanish do not disturb the others") {
+    std::vector<std::thread> vanishing;
+    for (int i = 0; i < 8; ++i) {
+      vanishing.emplace_back([&] {
+        grpc::ClientContext context;
+        v1::EmbedRequest request;
+        request.set_model("demo");
+        for (int j = 0; j < 16; ++j) request.add_inputs()->set_image(jpeg);
+        v1::EmbedResponse response;
+        std::thread canceller([&] {
+          std::this_thread::sleep_for(std::chrono::milliseconds(5));
+          context.TryCancel();
+        });
+        client->embed_stub().Embed(&context, request, &response);
+        canceller.join();
+      });
+    }
+    for (auto& t : vanishing) t.join();
+  }
+
+  // After all of it, good calls still work.
+  v1::EmbedRequest good;
+  good.set_model("demo");
+  good.add_inputs()->set_text("a photo of a dog");
+  good.add_inputs()->set_image(jpeg);
+  auto response = client->Embed(good);
+  REQUIRE(response.ok());
+  CHECK(response->embeddings_size() == 2);
+}
