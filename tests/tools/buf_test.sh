@@ -10,6 +10,16 @@ if [ ! -x "$buf" ]; then echo "buf not found at $buf: run scripts/install-deps";
 (cd "$proto" && "$buf" lint)
 echo "ok: buf lint"
 
+# Breaking-change check of the v1 API against the previous commit on this branch (the
+# previous main once this lands), read straight from git.
+repo="$(cd "$proto/.." && pwd)"
+if git -C "$repo" rev-parse --verify -q HEAD~1 >/dev/null; then
+  (cd "$proto" && "$buf" breaking --against "$repo/.git#ref=HEAD~1,subdir=proto")
+  echo "ok: buf breaking against HEAD~1"
+else
+  echo "buf breaking needs the previous commit: clone with history (not --depth 1)"; exit 1
+fi
+
 dir="$(mktemp -d)"
 sock="$dir/s.sock"
 port="$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
@@ -54,4 +64,7 @@ if [ -n "$model" ]; then
   out="$("$buf" curl "${unix[@]}" -d "{\"model\":\"$name\",\"inputs\":[{\"text\":\"a photo of a dog\"}]}" http://localhost/embedserve.v1.EmbedService/Embed)"
   grep -q '"values"' <<<"$out" || { echo "Embed JSON has no values: $out"; exit 1; }
   echo "ok: Embed as JSON with a float list"
+  out="$("$buf" curl --protocol grpc --http2-prior-knowledge -d "{\"model\":\"$name\",\"query\":{\"text\":\"a dog\"},\"candidates\":[{\"text\":\"a cat\"},{\"text\":\"a dog\"}]}" "http://127.0.0.1:$port/embedserve.v1.EmbedService/Rerank")"
+  grep -q '"results"' <<<"$out" || { echo "Rerank JSON: $out"; exit 1; }
+  echo "ok: Rerank as JSON over TCP"
 fi
