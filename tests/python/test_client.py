@@ -9,6 +9,7 @@ OpenCLIP model to load (they fail, not skip, where it does not)."""
 import embedserve  # noqa: I001  (first on purpose)
 
 import asyncio
+import gc
 import multiprocessing as mp
 import os
 import pathlib
@@ -325,7 +326,15 @@ class ScriptedServer:
         return models_pb2.ListModelsResponse(models=[models_pb2.ModelInfo(name="m")])
 
     def stop(self):
-        self.server.stop(0)
+        # Wait for the shutdown and drop the server: a grpc.Server (its core server and
+        # completion queue) holds a gRPC core reference until it is freed, and this object is
+        # in a reference cycle (the handler's bound method), so without this it lives until
+        # some later garbage collection. gRPC's fork support (grpcio 1.51) closes only
+        # channels in a forked child, then calls os._exit(64) ("Failed to shutdown gRPC Core
+        # after fork()") when gRPC core is still initialized: the fork tests below would die.
+        self.server.stop(0).wait()
+        self.server = None
+        gc.collect()
 
 
 def test_retries_with_backoff_and_metadata():
@@ -346,8 +355,9 @@ def test_retries_with_backoff_and_metadata():
         # Out of retries: the last code.
         fake.calls.clear()
         fake.failures = [RE, RE, RE]
-        with pytest.raises(EmbedServeError) as err:
-            embedserve.Client(fake.target, retries=2).models()
+        with pytest.raises(EmbedServeError) as err, \
+                embedserve.Client(fake.target, retries=2) as c2:
+            c2.models()
         assert err.value.code == RE and len(fake.calls) == 3
         assert fake.calls[0][1]["x-embedserve-client"].startswith("py-")
         assert "authorization" not in fake.calls[0][1]
@@ -360,10 +370,12 @@ def test_retries_with_backoff_and_metadata():
         # Retries stop at the deadline.
         fake.failures = [UN] * 100
         t0 = time.monotonic()
-        with pytest.raises(EmbedServeError) as err:
-            embedserve.Client(fake.target, retries=100, timeout=0.5).models()
+        with pytest.raises(EmbedServeError) as err, \
+                embedserve.Client(fake.target, retries=100, timeout=0.5) as c3:
+            c3.models()
         assert time.monotonic() - t0 < 2.0
         assert err.value.code in (UN, grpc.StatusCode.DEADLINE_EXCEEDED)
+        c.close()
     finally:
         fake.stop()
 
@@ -371,8 +383,9 @@ def test_retries_with_backoff_and_metadata():
 def test_retry_unavailable_until_the_server_starts():
     tmp = tempfile.mkdtemp(prefix="embedserve-late-")
     sock = os.path.join(tmp, "late.sock")
-    with pytest.raises(EmbedServeError) as err:
-        embedserve.Client("unix:" + sock, retries=0, timeout=5).models()
+    with pytest.raises(EmbedServeError) as err, \
+            embedserve.Client("unix:" + sock, retries=0, timeout=5) as c0:
+        c0.models()
     assert err.value.code == grpc.StatusCode.UNAVAILABLE
     c = embedserve.Client("unix:" + sock, retries=12, timeout=30)
     holder = {}
@@ -386,6 +399,7 @@ def test_retry_unavailable_until_the_server_starts():
     try:
         assert c.models() == []
     finally:
+        c.close()
         t.join()
         assert holder["server"].stop() == 0
 
