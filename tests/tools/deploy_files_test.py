@@ -1,0 +1,102 @@
+"""Checks the deployment files that CI cannot run (no Docker engine or cluster here): the
+compose file and Kubernetes manifests parse, every embedserve flag they pass exists in the
+binary's --help, the unix socket lives on a volume every client container mounts, probes use
+gRPC health, and the Dockerfiles build with the same install script CI runs.
+Usage: deploy_files_test.py EMBEDSERVE_BINARY REPO_ROOT"""
+import os
+import re
+import subprocess
+import sys
+
+import yaml
+
+binary, root = sys.argv[1], sys.argv[2]
+help_text = subprocess.run([binary, "--help"], capture_output=True, text=True, check=True).stdout
+known_flags = set(re.findall(r"(--[a-z][a-z0-9-]*)", help_text))
+failures = []
+
+
+def check(condition, message):
+    if not condition:
+        failures.append(message)
+
+
+def flags_of(args):
+    return [a.split("=", 1)[0] for a in args if isinstance(a, str) and a.startswith("--")]
+
+
+def socket_dir(args):
+    for i, a in enumerate(args):
+        value = a.split("=", 1)[1] if a.startswith("--listen=") else (
+            args[i + 1] if a == "--listen" and i + 1 < len(args) else None)
+        if value and value.startswith("unix:"):
+            return os.path.dirname(value[len("unix:"):])
+    return None
+
+
+# Compose.
+compose = yaml.safe_load(open(os.path.join(root, "docker/docker-compose.yml")))
+services = compose["services"]
+server = services["embedserve"]
+for flag in flags_of(server["command"]):
+    check(flag in known_flags, f"compose: embedserve flag {flag} is not in --help")
+sock_dir = socket_dir(server["command"])
+check(sock_dir is not None, "compose: embedserve listens on no unix socket")
+server_mounts = {m.split(":")[1]: m.split(":")[0] for m in server["volumes"]}
+volume = server_mounts.get(sock_dir)
+check(volume in compose.get("volumes", {}), f"compose: socket dir {sock_dir} is not a named volume")
+for name in ("api", "worker"):
+    mounts = {m.split(":")[1]: m.split(":")[0] for m in services[name]["volumes"]}
+    check(mounts.get(sock_dir) == volume, f"compose: {name} does not mount the socket volume")
+    target = services[name]["environment"]["EMBEDSERVE_TARGET"]
+    check(target.startswith("unix:" + sock_dir), f"compose: {name} targets {target}")
+check("health" in server["healthcheck"]["test"], "compose: healthcheck is not the health call")
+gpu = server["deploy"]["resources"]["reservations"]["devices"][0]
+check("gpu" in gpu["capabilities"], "compose: no GPU reservation")
+drain = 30
+check(int(server["stop_grace_period"].rstrip("s")) > drain, "compose: grace period <= drain")
+
+# Kubernetes.
+for manifest in ("sidecar.yaml", "shared-service.yaml"):
+    docs = list(yaml.safe_load_all(open(os.path.join(root, "docker/kubernetes", manifest))))
+    check(len(docs) >= 1, f"{manifest}: empty")
+    for doc in docs:
+        check("apiVersion" in doc and "kind" in doc, f"{manifest}: a document lacks apiVersion/kind")
+        if doc["kind"] != "Deployment":
+            continue
+        spec = doc["spec"]["template"]["spec"]
+        check(doc["spec"]["selector"]["matchLabels"].items() <=
+              doc["spec"]["template"]["metadata"]["labels"].items(),
+              f"{manifest}: selector does not match the pod labels")
+        containers = {c["name"]: c for c in spec["containers"]}
+        es = containers["embedserve"]
+        for flag in flags_of(es["args"]):
+            check(flag in known_flags, f"{manifest}: embedserve flag {flag} is not in --help")
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            check("grpc" in es.get(probe, {}), f"{manifest}: {probe} is not a gRPC health probe")
+        check(spec.get("terminationGracePeriodSeconds", 30) > drain,
+              f"{manifest}: grace period <= drain deadline")
+        check(es["resources"]["limits"].get("nvidia.com/gpu") == 1, f"{manifest}: no GPU limit")
+        sock_dir = socket_dir(es["args"])
+        if sock_dir:
+            es_mounts = {m["mountPath"]: m["name"] for m in es["volumeMounts"]}
+            for name, c in containers.items():
+                if name == "embedserve":
+                    continue
+                mounts = {m["mountPath"]: m["name"] for m in c.get("volumeMounts", [])}
+                check(mounts.get(sock_dir) == es_mounts.get(sock_dir),
+                      f"{manifest}: {name} does not mount the socket volume")
+                env = {e["name"]: e.get("value") for e in c.get("env", [])}
+                check(env.get("EMBEDSERVE_TARGET", "").startswith("unix:" + sock_dir),
+                      f"{manifest}: {name} does not target the socket")
+
+# Dockerfiles build with the script CI runs.
+for dockerfile in ("Dockerfile", "Dockerfile.cuda"):
+    text = open(os.path.join(root, "docker", dockerfile)).read()
+    check("scripts/install-deps" in text, f"{dockerfile}: does not use scripts/install-deps")
+    check(re.search(r"^USER\s+\S+", text, re.M) is not None, f"{dockerfile}: runs as root")
+
+if failures:
+    print("\n".join(failures))
+    sys.exit(1)
+print("ok: compose, Kubernetes manifests and Dockerfiles are consistent with the binary")
