@@ -1,5 +1,5 @@
 // embedserve-cli: calls an embedserve server from the shell (health, models, embed, rerank,
-// classify, tokenize). --json prints one JSON object per input; failures exit non-zero
+// classify, tokenize; load, unload, reload, rescan on servers with --enable-admin). --json prints one JSON object per input; failures exit non-zero
 // with the gRPC status name and message on stderr.
 #include <cstdio>
 #include <fstream>
@@ -123,6 +123,18 @@ int Run(int argc, char** argv) {
   tokenize->add_option("--model,-m", model, "Model name")->required();
   tokenize->add_option("--text,-t", inputs.texts, "A text (repeatable)")->required();
 
+  // Admin (AdminService, servers started with --enable-admin).
+  std::string admin_name, admin_source;
+  auto* load = app.add_subcommand("load", "Load a model (waits until it serves)");
+  load->add_option("name", admin_name, "The model's name")->required();
+  load->add_option("source", admin_source, "A model directory or hf:ORG/REPO[@REVISION]")->required();
+  auto* unload = app.add_subcommand("unload", "Unload a model (calls in flight finish)");
+  unload->add_option("name", admin_name, "The model's name")->required();
+  auto* reload = app.add_subcommand("reload", "Reload a model beside the serving version, then switch");
+  reload->add_option("name", admin_name, "The model's name")->required();
+  reload->add_option("source", admin_source, "A new directory or hf: spec (default: the current source)");
+  auto* rescan = app.add_subcommand("rescan", "Rescan the server's --model-dir now");
+
   CLI11_PARSE(app, argc, argv);
 
   client::ClientOptions options;
@@ -165,7 +177,8 @@ int Run(int argc, char** argv) {
                           {"context_length", m.context_length()},
                           {"image_size", m.image_size()}, {"dtype", m.dtype()},
                           {"device", m.device()}, {"scoring", m.scoring()},
-                          {"source", m.source()}}.dump() << "\n";
+                          {"source", m.source()},
+                          {"estimated_bytes", m.estimated_bytes()}}.dump() << "\n";
       } else {
         std::cout << m.name() << "\t" << v1::ModelState_Name(m.state()) << "\t" << m.family()
                   << "\t" << m.architecture() << "\tdim=" << m.embedding_dim() << "\t"
@@ -174,6 +187,47 @@ int Run(int argc, char** argv) {
       }
     }
     return 0;
+  }
+  if (load->parsed() || reload->parsed()) {
+    absl::StatusOr<v1::ModelInfo> info;
+    if (load->parsed()) {
+      auto response = client->LoadModel(admin_name, admin_source);
+      info = response.ok() ? absl::StatusOr<v1::ModelInfo>(response->model()) : response.status();
+    } else {
+      auto response = client->ReloadModel(admin_name, admin_source);
+      info = response.ok() ? absl::StatusOr<v1::ModelInfo>(response->model()) : response.status();
+    }
+    if (!info.ok()) return Fail(info.status());
+    if (as_json) {
+      std::cout << json{{"name", info->name()}, {"state", v1::ModelState_Name(info->state())},
+                        {"source", info->source()},
+                        {"estimated_bytes", info->estimated_bytes()}}.dump() << "\n";
+    } else {
+      std::cout << info->name() << "\t" << v1::ModelState_Name(info->state()) << "\t"
+                << info->source() << "\testimated_bytes=" << info->estimated_bytes() << "\n";
+    }
+    return 0;
+  }
+  if (unload->parsed()) {
+    auto response = client->UnloadModel(admin_name);
+    if (!response.ok()) return Fail(response.status());
+    if (as_json) std::cout << json{{"name", admin_name}, {"unloaded", true}}.dump() << "\n";
+    else std::cout << admin_name << "\tunloaded\n";
+    return 0;
+  }
+  if (rescan->parsed()) {
+    auto response = client->RescanModelDir();
+    if (!response.ok()) return Fail(response.status());
+    json failed = json::array();
+    for (const v1::ModelFailure& f : response->failed()) {
+      failed.push_back({{"name", f.name()}, {"code", f.code()}, {"message", f.message()}});
+    }
+    json out{{"loaded", std::vector<std::string>(response->loaded().begin(), response->loaded().end())},
+             {"unloaded", std::vector<std::string>(response->unloaded().begin(), response->unloaded().end())},
+             {"reloaded", std::vector<std::string>(response->reloaded().begin(), response->reloaded().end())},
+             {"failed", failed}};
+    std::cout << (as_json ? out.dump() : out.dump(1)) << "\n";
+    return response->failed_size() == 0 ? 0 : 1;
   }
   if (embed->parsed()) {
     v1::EmbedRequest request;

@@ -41,6 +41,7 @@ Client::Client(std::shared_ptr<grpc::Channel> channel, ClientOptions options)
       channel_(std::move(channel)),
       embed_(v1::EmbedService::NewStub(channel_)),
       models_(v1::ModelService::NewStub(channel_)),
+      admin_(v1::AdminService::NewStub(channel_)),
       health_(grpc::health::v1::Health::NewStub(channel_)) {}
 
 void Client::Prepare(grpc::ClientContext* context) const {
@@ -69,6 +70,48 @@ absl::StatusOr<v1::ListModelsResponse> Client::ListModels() {
   Prepare(&context);
   v1::ListModelsResponse response;
   grpc::Status status = models_->ListModels(&context, v1::ListModelsRequest(), &response);
+  return Result(status, std::move(response));
+}
+
+absl::StatusOr<v1::LoadModelResponse> Client::LoadModel(const std::string& name,
+                                                        const std::string& source) {
+  grpc::ClientContext context;
+  Prepare(&context);
+  v1::LoadModelRequest request;
+  request.set_name(name);
+  request.set_source(source);
+  v1::LoadModelResponse response;
+  grpc::Status status = admin_->LoadModel(&context, request, &response);
+  return Result(status, std::move(response));
+}
+
+absl::StatusOr<v1::UnloadModelResponse> Client::UnloadModel(const std::string& name) {
+  grpc::ClientContext context;
+  Prepare(&context);
+  v1::UnloadModelRequest request;
+  request.set_name(name);
+  v1::UnloadModelResponse response;
+  grpc::Status status = admin_->UnloadModel(&context, request, &response);
+  return Result(status, std::move(response));
+}
+
+absl::StatusOr<v1::ReloadModelResponse> Client::ReloadModel(const std::string& name,
+                                                            const std::string& source) {
+  grpc::ClientContext context;
+  Prepare(&context);
+  v1::ReloadModelRequest request;
+  request.set_name(name);
+  if (!source.empty()) request.set_source(source);
+  v1::ReloadModelResponse response;
+  grpc::Status status = admin_->ReloadModel(&context, request, &response);
+  return Result(status, std::move(response));
+}
+
+absl::StatusOr<v1::RescanModelDirResponse> Client::RescanModelDir() {
+  grpc::ClientContext context;
+  Prepare(&context);
+  v1::RescanModelDirResponse response;
+  grpc::Status status = admin_->RescanModelDir(&context, v1::RescanModelDirRequest(), &response);
   return Result(status, std::move(response));
 }
 

@@ -8,6 +8,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "embedserve/v1/admin.grpc.pb.h"
 #include "embedserve/v1/embed.grpc.pb.h"
 #include "embedserve/v1/models.grpc.pb.h"
 #include "grpc/health/v1/health.grpc.pb.h"
@@ -44,6 +45,15 @@ class Client {
   absl::StatusOr<v1::ClassifyResponse> Classify(const v1::ClassifyRequest& request);
   absl::StatusOr<v1::TokenizeResponse> Tokenize(const v1::TokenizeRequest& request);
 
+  // AdminService (servers started with --enable-admin). Each returns once the change is done.
+  absl::StatusOr<v1::LoadModelResponse> LoadModel(const std::string& name,
+                                                  const std::string& source);
+  absl::StatusOr<v1::UnloadModelResponse> UnloadModel(const std::string& name);
+  // `source` empty: reload from the model's current source.
+  absl::StatusOr<v1::ReloadModelResponse> ReloadModel(const std::string& name,
+                                                      const std::string& source = "");
+  absl::StatusOr<v1::RescanModelDirResponse> RescanModelDir();
+
   v1::EmbedService::Stub& embed_stub() { return *embed_; }
   const std::shared_ptr<grpc::Channel>& channel() const { return channel_; }
 
@@ -55,6 +65,7 @@ class Client {
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::EmbedService::Stub> embed_;
   std::unique_ptr<v1::ModelService::Stub> models_;
+  std::unique_ptr<v1::AdminService::Stub> admin_;
   std::unique_ptr<grpc::health::v1::Health::Stub> health_;
 };
 

@@ -9,6 +9,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <memory>
 #include <string>
@@ -26,6 +27,7 @@
 #include "server/model_loader.h"
 #include "server/sources/hf_hub.h"
 #include "server/pipeline/pipeline.h"
+#include "server/rpc/admin_service.h"
 #include "server/rpc/server.h"
 
 namespace embedserve {
@@ -60,6 +62,10 @@ struct Flags {
   std::string auth_token_file;
   std::string tls_cert, tls_key, tls_client_ca;
   bool continue_on_model_failure = false;
+  bool enable_admin = false;
+  std::string model_dir;
+  double model_dir_poll_s = 0;
+  int64_t memory_budget_mb = -1;
   std::string log_level = "info";
 };
 
@@ -148,6 +154,24 @@ int Run(int argc, char** argv) {
   app.add_flag("--continue-on-model-failure", f.continue_on_model_failure,
                "Serve the other models if one fails to load (it is reported FAILED)")
       ->envname("EMBEDSERVE_CONTINUE_ON_MODEL_FAILURE");
+  app.add_flag("--enable-admin", f.enable_admin,
+               "Serve embedserve.v1.AdminService (load, unload, reload models, rescan "
+               "--model-dir). Needs the token when --auth-token-file is set; without a token, "
+               "enable it only on a unix socket with a restrictive --socket-mode")
+      ->envname("EMBEDSERVE_ENABLE_ADMIN");
+  app.add_option("--model-dir", f.model_dir,
+                 "Serve every subdirectory of DIR that holds a model, under its directory name")
+      ->envname("EMBEDSERVE_MODEL_DIR");
+  app.add_option("--model-dir-poll-s", f.model_dir_poll_s,
+                 "Rescan --model-dir this often (added directories load, removed ones unload, "
+                 "changed ones reload); 0: only at start and on AdminService.RescanModelDir")
+      ->envname("EMBEDSERVE_MODEL_DIR_POLL_S")->check(CLI::Range(0.0, 86400.0))->capture_default_str();
+  app.add_option("--memory-budget-mb", f.memory_budget_mb,
+                 "Memory the loaded models' weights may take (estimated from their tensors); a "
+                 "load beyond it is refused. -1: CPU: MemAvailable minus a margin, CUDA: free "
+                 "device memory; 0: no limit")
+      ->envname("EMBEDSERVE_MEMORY_BUDGET_MB")->check(CLI::Range(int64_t{-1}, int64_t{1} << 40))
+      ->capture_default_str();
   app.add_option("--log-level", f.log_level, "debug|info|warning|error")
       ->envname("EMBEDSERVE_LOG_LEVEL")->check(CLI::IsMember({"debug", "info", "warning", "error"}))
       ->capture_default_str();
@@ -203,6 +227,38 @@ int Run(int argc, char** argv) {
   pipeline::Pipeline pipeline(options);
   for (const ModelArg& m : model_args) pipeline.AddLoading(m.name, m.dir);
 
+  LoadSettings settings;
+  settings.device = ResolveDevice(f.device);
+  settings.dtype = f.dtype;
+  settings.threads = f.threads;
+  settings.blas_threads = f.blas_threads;
+  rpc::ModelHooks hooks;
+  // A plain directory passes through; hf:ORG/REPO[@REV] is found in (or downloaded into)
+  // the Hugging Face hub cache.
+  hooks.resolve = [](const std::string& spec) { return sources::ResolveModelSource(spec); };
+  hooks.estimate = [dtype = f.dtype](const std::string& dir) -> absl::StatusOr<int64_t> {
+    absl::StatusOr<std::string> family = DetectFamily(dir);
+    if (!family.ok()) return family.status();
+    return EstimateModelBytes(dir, dtype);
+  };
+  hooks.load = [settings](const std::string& dir) { return LoadModel(dir, settings); };
+  hooks.is_model_dir = [](const std::string& dir) { return DetectFamily(dir).ok(); };
+  const int64_t budget_bytes = f.memory_budget_mb < 0 ? rpc::DefaultMemoryBudgetBytes(settings.device)
+                                                      : f.memory_budget_mb << 20;
+  rpc::ModelManager manager(&pipeline, hooks, budget_bytes, f.model_dir);
+  LogEvent(LogLevel::kInfo, "memory_budget",
+           absl::StrCat("device=", settings.device, " budget=",
+                        LogQuote(budget_bytes > 0 ? rpc::FormatBytes(budget_bytes) : "none")));
+  if (!f.model_dir.empty()) {
+    std::error_code ec;
+    if (!std::filesystem::is_directory(f.model_dir, ec)) {
+      std::fprintf(stderr, "--model-dir: %s is not a directory\n", f.model_dir.c_str());
+      return 2;
+    }
+    // Declared now so that health knows them from the start.
+    for (const auto& [name, dir] : manager.ListModelDir()) pipeline.AddLoading(name, dir);
+  }
+
   rpc::ServerConfig config;
   config.listen = f.listen;
   config.socket_mode = socket_mode;
@@ -232,6 +288,24 @@ int Run(int argc, char** argv) {
     }
   }
   config.max_concurrent_per_client = f.max_concurrent_per_client;
+  std::unique_ptr<rpc::CallTracker> admin_tracker;
+  std::unique_ptr<rpc::AdminServiceImpl> admin;
+  if (f.enable_admin) {
+    admin_tracker = std::make_unique<rpc::CallTracker>(0, f.access_log, config.auth_tokens);
+    admin = std::make_unique<rpc::AdminServiceImpl>(&manager, &pipeline, admin_tracker.get());
+    rpc::RegisterWithNextServer(admin.get());
+    if (config.auth_tokens.empty()) {
+      for (const std::string& address : f.listen) {
+        if (rpc::UnixSocketPath(address).empty()) {
+          LogEvent(LogLevel::kWarning, "admin_without_token",
+                   absl::StrCat("address=", LogQuote(address),
+                                " hint=\"anyone who can connect may load and unload models; "
+                                "use --auth-token-file, or listen only on a unix socket with a "
+                                "restrictive --socket-mode\""));
+        }
+      }
+    }
+  }
   absl::StatusOr<std::unique_ptr<rpc::Server>> server = rpc::Server::Start(config, &pipeline);
   if (!server.ok()) {
     LogEvent(LogLevel::kError, "start_failed", absl::StrCat("error=", LogQuote(server.status().message())));
@@ -269,50 +343,42 @@ int Run(int argc, char** argv) {
     (*server)->Shutdown(absl::Now() + absl::Seconds(f.drain_timeout_s));
   });
 
-  LoadSettings settings;
-  settings.device = ResolveDevice(f.device);
-  settings.dtype = f.dtype;
-  settings.threads = f.threads;
-  settings.blas_threads = f.blas_threads;
+  rpc::Server* const grpc_server = server->get();
+  manager.SetServingHook([grpc_server](const std::string& name, bool serving) {
+    grpc_server->SetServing(name, serving);
+  });
   int failures = 0;
   std::vector<std::pair<metrics::Labels, double>> load_seconds;
+  // Loading goes through the manager: the memory budget, warm-up before the model is
+  // visible, health per model.
   for (const ModelArg& m : model_args) {
     const absl::Time start = absl::Now();
-    // A plain directory passes through; hf:ORG/REPO[@REV] is found in (or downloaded into)
-    // the Hugging Face hub cache.
-    absl::StatusOr<std::string> dir = sources::ResolveModelSource(m.dir);
-    absl::StatusOr<std::unique_ptr<models::Model>> model =
-        dir.ok() ? LoadModel(*dir, settings)
-                 : absl::StatusOr<std::unique_ptr<models::Model>>(dir.status());
-    if (!model.ok()) {
+    if (!manager.Load(m.name, m.dir).ok()) {
       ++failures;
-      pipeline.SetFailed(m.name, model.status());
-      LogEvent(LogLevel::kError, "model_failed",
-               absl::StrCat("model=", m.name, " dir=", LogQuote(m.dir),
-                            " error=", LogQuote(model.status().message())));
-      continue;
-    }
-    const std::string note = (*model)->description().architecture;
-    pipeline.SetReady(m.name, *std::move(model));
-    absl::Status warm = pipeline.Warmup(m.name);
-    if (!warm.ok()) {
-      ++failures;
-      pipeline.SetFailed(m.name, warm);
-      LogEvent(LogLevel::kError, "model_failed",
-               absl::StrCat("model=", m.name, " error=", LogQuote(warm.message())));
       continue;
     }
     load_seconds.emplace_back(metrics::Labels{{"model", m.name}},
                               absl::ToDoubleSeconds(absl::Now() - start));
-    (*server)->SetServing(m.name, true);
-    LogEvent(LogLevel::kInfo, "model_ready",
-             absl::StrCat("model=", m.name, " architecture=", LogQuote(note),
-                          " load_and_warmup_s=", absl::ToDoubleSeconds(absl::Now() - start)));
+  }
+  if (!f.model_dir.empty()) {
+    absl::StatusOr<rpc::ModelManager::RescanResult> scanned = manager.Rescan();
+    if (!scanned.ok()) {
+      ++failures;
+      LogEvent(LogLevel::kError, "model_dir_scan_failed",
+               absl::StrCat("error=", LogQuote(scanned.status().message())));
+    } else {
+      failures += static_cast<int>(scanned->failed.size());
+      for (const auto& [name, why] : scanned->failed) {
+        LogEvent(LogLevel::kError, "model_failed",
+                 absl::StrCat("model=", name, " error=", LogQuote(why.message())));
+      }
+    }
   }
   if (failures > 0 && !f.continue_on_model_failure) {
     LogEvent(LogLevel::kError, "exiting",
              "reason=\"a model failed to load (use --continue-on-model-failure to serve the rest)\"");
     (*server)->Shutdown(absl::Now());
+    manager.Stop();
     pipeline.Stop();
     kill(getpid(), SIGTERM);  // wakes the signal thread
     signal_thread.join();
@@ -323,13 +389,16 @@ int Run(int argc, char** argv) {
   (*server)->SetServing("", true);
   (*server)->SetServing("embedserve.v1.EmbedService", true);
   (*server)->SetServing("embedserve.v1.ModelService", true);
-  if (model_args.empty()) {
+  if (f.enable_admin) (*server)->SetServing("embedserve.v1.AdminService", true);
+  if (model_args.empty() && f.model_dir.empty() && !f.enable_admin) {
     LogEvent(LogLevel::kWarning, "no_models", "hint=\"pass --model NAME=DIRECTORY\"");
   }
+  manager.StartPolling(absl::Seconds(f.model_dir_poll_s));
   LogEvent(LogLevel::kInfo, "serving");
 
   signal_thread.join();
   (*server)->Wait();
+  manager.Stop();
   exporter.reset();
   pipeline.Stop();
   LogEvent(LogLevel::kInfo, "stopped");

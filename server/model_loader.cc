@@ -8,7 +8,9 @@
 #include <torch/cuda.h>
 
 #include "absl/strings/str_cat.h"
+#include "server/models/colpali/colpali_model.h"
 #include "server/models/openclip/openclip_model.h"
+#include "server/models/safetensors.h"
 
 namespace embedserve {
 
@@ -41,6 +43,65 @@ absl::StatusOr<std::string> DetectFamily(const std::string& dir) {
       "model directory ", dir, " has neither open_clip_config.json nor config.json"));
 }
 
+absl::StatusOr<int64_t> EstimateModelBytes(const std::string& dir, const std::string& dtype) {
+  namespace fs = std::filesystem;
+  const int64_t float_size = dtype == "float32" ? 4 : 2;
+  auto weigh = [float_size](const models::TensorArchive& archive) {
+    int64_t total = 0;
+    for (const auto& file : archive.files()) {
+      for (const models::TensorView& tensor : file->tensors()) {
+        const models::TensorDtype t = tensor.dtype;
+        const bool floating = t == models::TensorDtype::kF32 || t == models::TensorDtype::kF16 ||
+                              t == models::TensorDtype::kBF16 || t == models::TensorDtype::kF64;
+        total += tensor.numel() *
+                 (floating ? float_size : static_cast<int64_t>(models::DtypeSize(t)));
+      }
+    }
+    return total;
+  };
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) {
+    return absl::InvalidArgumentError(absl::StrCat("model path ", dir, " is not a directory"));
+  }
+  int64_t total = 0;
+  bool found = false;
+  for (const char* base : {"open_clip_model.safetensors", "model.safetensors"}) {
+    if (!fs::exists(fs::path(dir) / base, ec) &&
+        !fs::exists(fs::path(dir) / absl::StrCat(base, ".index.json"), ec)) {
+      continue;
+    }
+    absl::StatusOr<std::unique_ptr<models::TensorArchive>> archive =
+        models::TensorArchive::OpenInDir(dir, base);
+    if (!archive.ok()) return archive.status();
+    total += weigh(**archive);
+    found = true;
+    break;
+  }
+  // A ColPali adapter sits beside (or instead of) the base weights.
+  if (fs::exists(fs::path(dir) / "adapter_model.safetensors", ec)) {
+    absl::StatusOr<std::unique_ptr<models::TensorArchive>> archive =
+        models::TensorArchive::OpenFile((fs::path(dir) / "adapter_model.safetensors").string());
+    if (!archive.ok()) return archive.status();
+    total += weigh(**archive);
+    found = true;
+  }
+  if (!found) {
+    for (const fs::directory_entry& entry : fs::directory_iterator(dir, ec)) {
+      if (entry.path().extension() != ".safetensors") continue;
+      absl::StatusOr<std::unique_ptr<models::TensorArchive>> archive =
+          models::TensorArchive::OpenFile(entry.path().string());
+      if (!archive.ok()) return archive.status();
+      total += weigh(**archive);
+      found = true;
+    }
+  }
+  if (!found) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("model directory ", dir, " holds no *.safetensors weights"));
+  }
+  return total;
+}
+
 absl::StatusOr<std::unique_ptr<models::Model>> LoadModel(const std::string& dir,
                                                          const LoadSettings& settings) {
   absl::StatusOr<std::string> family = DetectFamily(dir);
@@ -51,6 +112,7 @@ absl::StatusOr<std::unique_ptr<models::Model>> LoadModel(const std::string& dir,
   options.torch_threads = settings.threads;
   options.blas_threads = settings.blas_threads;
   if (*family == "openclip") return models::openclip::LoadOpenClip(dir, options);
+  if (*family == "colpali") return models::colpali::LoadColPali(dir, options);
   return absl::UnimplementedError(
       absl::StrCat("the ", *family, " family is not implemented in this build yet"));
 }

@@ -2,6 +2,7 @@
 // (open_clip_config.json: OpenCLIP; config.json with model_type colpali: ColPali).
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -23,6 +24,13 @@ std::string ResolveDevice(const std::string& requested);
 // The family name ("openclip", "colpali") found in `dir`, or INVALID_ARGUMENT naming what
 // is missing.
 absl::StatusOr<std::string> DetectFamily(const std::string& dir);
+
+// Estimated memory of the model in `dir` once loaded in `dtype` ("float32", "bfloat16",
+// "float16"): the sum over its weight tensors (the safetensors checkpoint the family reads:
+// open_clip_model.safetensors, else model.safetensors / adapter_model.safetensors, sharded or
+// not, else every *.safetensors file in `dir`) of numel x the size of the type it is served
+// in (floating tensors take `dtype`, others keep their own). Reads only the headers.
+absl::StatusOr<int64_t> EstimateModelBytes(const std::string& dir, const std::string& dtype);
 
 // Loads and returns the model; UNIMPLEMENTED for a family this build cannot run yet.
 absl::StatusOr<std::unique_ptr<models::Model>> LoadModel(const std::string& dir,

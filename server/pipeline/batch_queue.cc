@@ -14,8 +14,12 @@ bool BatchQueue::Push(QueuedItem item) {
   return true;
 }
 
+void BatchQueue::set_effective_max_batch_size(int n) {
+  effective_max_batch_size_ = std::clamp(n, 1, std::max(1, policy_.max_batch_size));
+}
+
 bool BatchQueue::FullBatchWaiting() const {
-  if (static_cast<int>(items_.size()) >= policy_.max_batch_size) return true;
+  if (static_cast<int>(items_.size()) >= effective_max_batch_size_) return true;
   return policy_.max_batch_tokens > 0 && total_cost_ >= policy_.max_batch_tokens;
 }
 
@@ -43,7 +47,7 @@ std::vector<QueuedItem> BatchQueue::TakeBatch(absl::Time now, std::vector<Queued
   // The oldest item goes first; the rest are picked from a window of the queue by how
   // close their cost is to the head's (stable: equal costs keep arrival order).
   const int window =
-      std::min<int>(static_cast<int>(items_.size()), 4 * policy_.max_batch_size);
+      std::min<int>(static_cast<int>(items_.size()), 4 * effective_max_batch_size_);
   const int head_cost = items_.front().cost;
   std::vector<int> order(window);
   for (int i = 0; i < window; ++i) order[i] = i;
@@ -55,7 +59,7 @@ std::vector<QueuedItem> BatchQueue::TakeBatch(absl::Time now, std::vector<Queued
   int longest = 0;
   int count = 0;
   for (int i : order) {
-    if (count >= policy_.max_batch_size) break;
+    if (count >= effective_max_batch_size_) break;
     const int new_longest = std::max(longest, items_[i].cost);
     if (policy_.max_batch_tokens > 0 && count > 0 &&
         static_cast<int64_t>(new_longest) * (count + 1) > policy_.max_batch_tokens) {

@@ -2,6 +2,7 @@
 // calls and decides when a batch is ready and which items go into it.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <deque>
 #include <memory>
@@ -21,6 +22,10 @@ struct BatchPolicy {
   int queue_capacity = 1024;
   // Texts: most padded tokens (longest text x count) per batch; 0 for no budget.
   int max_batch_tokens = 0;
+  // After a forward runs out of memory the queue's effective max batch size is halved;
+  // it grows back by one after every this many successful forwards (up to
+  // max_batch_size).
+  int oom_recovery_batches = 16;
 };
 
 // An item waiting for the device: input `index` of `call`.
@@ -36,9 +41,14 @@ struct QueuedItem {
 // oldest item always goes first, so nothing starves).
 class BatchQueue {
  public:
-  explicit BatchQueue(BatchPolicy policy) : policy_(policy) {}
+  explicit BatchQueue(BatchPolicy policy)
+      : policy_(policy), effective_max_batch_size_(std::max(1, policy.max_batch_size)) {}
 
   const BatchPolicy& policy() const { return policy_; }
+  // The most items TakeBatch takes now: policy().max_batch_size unless lowered after an
+  // out-of-memory forward. Clamped to [1, policy().max_batch_size].
+  int effective_max_batch_size() const { return effective_max_batch_size_; }
+  void set_effective_max_batch_size(int n);
   int size() const { return static_cast<int>(items_.size()); }
   bool empty() const { return items_.empty(); }
 
@@ -58,6 +68,7 @@ class BatchQueue {
   const BatchPolicy policy_;
   std::deque<QueuedItem> items_;
   int64_t total_cost_ = 0;
+  int effective_max_batch_size_;
 };
 
 }  // namespace embedserve::pipeline

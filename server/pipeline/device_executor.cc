@@ -1,6 +1,7 @@
 // The device executor loop: wait for a ready batch, run it, fan results back to calls.
 #include "server/pipeline/device_executor.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -32,6 +33,9 @@ struct DeviceExecutor::Queue {
                                    labels);
     failed = &registry.GetCounter("embedserve_batch_failures_total", "Forwards that failed",
                                   labels);
+    out_of_memory = &registry.GetCounter(
+        "embedserve_out_of_memory_total",
+        "Forwards that ran out of memory (the queue's batch size was reduced)", labels);
   }
   std::shared_ptr<models::Model> model;
   Modality modality;
@@ -44,6 +48,9 @@ struct DeviceExecutor::Queue {
   metrics::Counter* items_done;
   metrics::Counter* skipped;
   metrics::Counter* failed;
+  metrics::Counter* out_of_memory;
+  // Successful forwards since the effective batch size last changed (guarded by mu_).
+  int successes_since_change = 0;
 };
 
 DeviceExecutor::DeviceExecutor() = default;
@@ -193,8 +200,36 @@ void DeviceExecutor::RunBatch(Queue& queue, std::vector<QueuedItem> batch) {
   queue.inference->Observe(absl::ToDoubleSeconds(inference));
   if (!outputs.ok()) {
     queue.failed->Add();
-    for (QueuedItem& item : batch) item.call->Fail(outputs.status());
+    absl::Status status = outputs.status();
+    if (status.code() == absl::StatusCode::kResourceExhausted) {
+      // Out of memory: shrink this queue's batches and fail this batch; keep serving.
+      queue.out_of_memory->Add();
+      const int n = static_cast<int>(batch.size());
+      int before, after;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        before = queue.items.effective_max_batch_size();
+        queue.items.set_effective_max_batch_size(std::min(before, n) / 2);
+        after = queue.items.effective_max_batch_size();
+        queue.successes_since_change = 0;
+      }
+      status = absl::ResourceExhaustedError(absl::StrCat(
+          "out of memory running a batch of ", n, " ", ModalityName(queue.modality),
+          " inputs (", status.message(), "); the model's max batch size was reduced from ",
+          before, " to ", after, "; retry"));
+    }
+    for (QueuedItem& item : batch) item.call->Fail(status);
     return;
+  }
+  {
+    // Grow back slowly after an out-of-memory reduction.
+    std::lock_guard<std::mutex> lock(mu_);
+    const int effective = queue.items.effective_max_batch_size();
+    if (effective < queue.items.policy().max_batch_size &&
+        ++queue.successes_since_change >= std::max(1, queue.items.policy().oom_recovery_batches)) {
+      queue.items.set_effective_max_batch_size(effective + 1);
+      queue.successes_since_change = 0;
+    }
   }
   queue.items_done->Add(batch.size());
   for (size_t i = 0; i < batch.size(); ++i) {
@@ -208,6 +243,21 @@ std::vector<std::pair<metrics::Labels, double>> DeviceExecutor::QueueDepths() co
   std::vector<std::pair<metrics::Labels, double>> out;
   for (const auto& [id, q] : queues_) out.emplace_back(q->labels, q->items.size());
   return out;
+}
+
+std::vector<std::pair<metrics::Labels, double>> DeviceExecutor::EffectiveBatchSizes() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<std::pair<metrics::Labels, double>> out;
+  for (const auto& [id, q] : queues_) {
+    out.emplace_back(q->labels, q->items.effective_max_batch_size());
+  }
+  return out;
+}
+
+int DeviceExecutor::EffectiveBatchSize(int queue_id) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = queues_.find(queue_id);
+  return it == queues_.end() ? 0 : it->second->items.effective_max_batch_size();
 }
 
 }  // namespace embedserve::pipeline

@@ -22,6 +22,12 @@ namespace embedserve::pipeline {
 
 // Thread-safe. AddQueue before Start. Enqueue never blocks: a full queue answers
 // RESOURCE_EXHAUSTED and keeps nothing. Stop() runs what is queued, then joins.
+//
+// Out of memory: when a forward returns RESOURCE_EXHAUSTED, that batch's calls fail with
+// RESOURCE_EXHAUSTED ("out of memory ...; batch size reduced to N"), the queue's effective
+// max batch size drops to half the failed batch (at least 1, at most its previous value),
+// and grows back by one after every BatchPolicy::oom_recovery_batches successful forwards,
+// up to the configured max_batch_size. The executor keeps serving throughout.
 class DeviceExecutor {
  public:
   DeviceExecutor();
@@ -44,6 +50,11 @@ class DeviceExecutor {
   int QueueDepth(int queue_id) const;
   // Items waiting per queue, labelled by model and modality (for the queue depth gauge).
   std::vector<std::pair<metrics::Labels, double>> QueueDepths() const;
+  // The current effective max batch size per queue (the configured one unless lowered
+  // after an out-of-memory forward), labelled by model and modality (for a gauge).
+  std::vector<std::pair<metrics::Labels, double>> EffectiveBatchSizes() const;
+  // The same for one queue; 0 if there is no such queue.
+  int EffectiveBatchSize(int queue_id) const;
 
  private:
   struct Queue;

@@ -10,14 +10,90 @@
 
 namespace embedserve::pipeline {
 
-Pipeline::Pipeline(PipelineOptions options) : options_(std::move(options)) {}
+namespace {
 
-Pipeline::~Pipeline() { Stop(); }
+// The model of the internal flush queue: answers every input with an empty embedding.
+class FlushModel final : public models::Model {
+ public:
+  FlushModel() {
+    description_.family = "internal";
+    description_.accepts_text = true;
+  }
+  const models::ModelDescription& description() const override { return description_; }
+  absl::StatusOr<models::TextInput> PrepareText(absl::string_view, bool) const override {
+    return models::TextInput();
+  }
+  absl::StatusOr<models::ImageInput> PrepareImage(absl::string_view,
+                                                  const models::ImageLimits&) const override {
+    return absl::UnimplementedError("internal flush model");
+  }
+  absl::StatusOr<std::vector<models::Embedding>> EmbedTexts(
+      absl::Span<const models::TextInput* const> texts) override {
+    return std::vector<models::Embedding>(texts.size());
+  }
+  absl::StatusOr<std::vector<models::Embedding>> EmbedImages(
+      absl::Span<const models::ImageInput* const>) override {
+    return absl::UnimplementedError("internal flush model");
+  }
+
+ private:
+  models::ModelDescription description_;
+};
+
+}  // namespace
+
+void QueueRetirer::Retire(std::initializer_list<int> queue_ids) {
+  std::lock_guard<std::mutex> lock(mu);
+  if (executor == nullptr) return;
+  for (const int id : queue_ids) {
+    if (id >= 0) executor->RetireQueue(id);
+  }
+  if (flush_queue < 0) return;
+  auto call = std::make_shared<EmbedCall>(
+      std::vector<CallInput>{CallInput{Modality::kText, "", "flush"}}, true,
+      absl::InfiniteFuture(), [](const absl::Status&, EmbedCall&) {});
+  // Best effort: a full or stopped executor frees the queue after its next batch anyway.
+  (void)executor->Enqueue(flush_queue, QueuedItem{call, 0, 1, absl::Now()});
+}
+
+ServingModel::~ServingModel() {
+  if (retirer) retirer->Retire({text_queue, image_queue});
+}
+
+Pipeline::Pipeline(PipelineOptions options)
+    : options_(std::move(options)), retirer_(std::make_shared<QueueRetirer>()) {
+  retirer_->executor = &executor_;
+  BatchPolicy flush_policy;
+  flush_policy.max_batch_size = 64;
+  flush_policy.max_queue_delay = absl::ZeroDuration();
+  flush_policy.queue_capacity = 64;
+  flush_policy.max_batch_tokens = 0;
+  retirer_->flush_queue = executor_.AddQueue(std::make_shared<FlushModel>(),
+                                             "embedserve_internal_flush", Modality::kText,
+                                             flush_policy);
+}
+
+Pipeline::~Pipeline() {
+  Stop();
+  std::vector<std::unique_ptr<Entry>> entries;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    entries.swap(models_);
+  }
+  entries.clear();  // versions nobody else holds retire their queues while the executor lives
+  std::lock_guard<std::mutex> lock(retirer_->mu);
+  retirer_->executor = nullptr;  // versions still held elsewhere outlive the executor
+}
 
 void Pipeline::AddLoading(std::string name, std::string source) {
   std::lock_guard<std::mutex> lock(mu_);
   if (Entry* existing = Find(name)) {
     existing->source = std::move(source);
+    if (!existing->current) {  // a failed model being loaded again
+      existing->state = ModelState::kLoading;
+      existing->state_message.clear();
+      existing->failure_code = absl::StatusCode::kOk;
+    }
     return;
   }
   auto entry = std::make_unique<Entry>();
@@ -33,11 +109,14 @@ Pipeline::Entry* Pipeline::Find(absl::string_view name) const {
   return nullptr;
 }
 
-void Pipeline::SetReady(absl::string_view name, std::unique_ptr<models::Model> model) {
+std::shared_ptr<ServingModel> Pipeline::PrepareVersion(absl::string_view name,
+                                                      std::shared_ptr<models::Model> model,
+                                                      int64_t estimated_bytes) {
   auto version = std::make_shared<ServingModel>();
   version->name = std::string(name);
   version->description = model->description();
   version->model = std::move(model);
+  version->estimated_bytes = estimated_bytes;
   auto& registry = metrics::Global();
   for (const char* modality : {"text", "image"}) {
     metrics::Histogram* histogram = &registry.GetHistogram(
@@ -53,27 +132,32 @@ void Pipeline::SetReady(absl::string_view name, std::unique_ptr<models::Model> m
     version->image_queue = executor_.AddQueue(version->model, version->name, Modality::kImage,
                                               options_.image_policy);
   }
+  version->retirer = retirer_;
+  return version;
+}
+
+void Pipeline::Publish(std::shared_ptr<ServingModel> version, std::string source) {
   std::shared_ptr<ServingModel> previous;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    Entry* entry = Find(name);
+    Entry* entry = Find(version->name);
     if (entry == nullptr) {
       models_.push_back(std::make_unique<Entry>());
       entry = models_.back().get();
-      entry->name = std::string(name);
+      entry->name = version->name;
     }
+    if (!source.empty()) entry->source = std::move(source);
     previous = std::move(entry->current);
-    entry->current = version;
+    entry->current = std::move(version);
     entry->state = ModelState::kReady;
     entry->state_message.clear();
     entry->failure_code = absl::StatusCode::kOk;
   }
-  if (previous) Retire(*previous);
+  // `previous` goes out of scope here: once the calls holding it finish, its queues retire.
 }
 
-void Pipeline::Retire(const ServingModel& version) {
-  if (version.text_queue >= 0) executor_.RetireQueue(version.text_queue);
-  if (version.image_queue >= 0) executor_.RetireQueue(version.image_queue);
+void Pipeline::SetReady(absl::string_view name, std::unique_ptr<models::Model> model) {
+  Publish(PrepareVersion(name, std::shared_ptr<models::Model>(std::move(model))), "");
 }
 
 void Pipeline::SetFailed(absl::string_view name, const absl::Status& why) {
@@ -87,7 +171,6 @@ void Pipeline::SetFailed(absl::string_view name, const absl::Status& why) {
     entry->failure_code = why.code();
     entry->state_message = std::string(why.message());
   }
-  if (previous) Retire(*previous);
 }
 
 bool Pipeline::Remove(absl::string_view name) {
@@ -100,19 +183,26 @@ bool Pipeline::Remove(absl::string_view name) {
     previous = std::move((*it)->current);
     models_.erase(it);
   }
-  if (previous) Retire(*previous);
-  return true;
+  return true;  // `previous` retires once the calls holding it finish
+}
+
+ModelSnapshot Pipeline::SnapshotOf(const Entry& entry) const {
+  return ModelSnapshot{entry.name, entry.source, entry.state, entry.state_message,
+                       entry.current ? entry.current->description : models::ModelDescription(),
+                       entry.current ? entry.current->estimated_bytes : 0};
 }
 
 std::vector<ModelSnapshot> Pipeline::Models() const {
   std::lock_guard<std::mutex> lock(mu_);
   std::vector<ModelSnapshot> out;
-  for (const auto& entry : models_) {
-    out.push_back(ModelSnapshot{entry->name, entry->source, entry->state, entry->state_message,
-                                entry->current ? entry->current->description
-                                               : models::ModelDescription()});
-  }
+  for (const auto& entry : models_) out.push_back(SnapshotOf(*entry));
   return out;
+}
+
+absl::StatusOr<ModelSnapshot> Pipeline::Snapshot(absl::string_view name) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (const Entry* entry = Find(name)) return SnapshotOf(*entry);
+  return absl::NotFoundError(absl::StrCat("no model named '", name, "'"));
 }
 
 void Pipeline::Start() {
@@ -155,7 +245,11 @@ absl::StatusOr<std::shared_ptr<ServingModel>> Pipeline::FindReady(
 absl::Status Pipeline::Warmup(absl::string_view name) {
   absl::StatusOr<std::shared_ptr<ServingModel>> found = FindReady(name);
   if (!found.ok()) return found.status();
-  const ServingModel& entry = **found;
+  return WarmupVersion(**found);
+}
+
+absl::Status Pipeline::WarmupVersion(const ServingModel& entry) {
+  const std::string& name = entry.name;
   for (const Modality modality : {Modality::kText, Modality::kImage}) {
     const int queue = modality == Modality::kText ? entry.text_queue : entry.image_queue;
     if (queue < 0) continue;

@@ -3,6 +3,8 @@
 // into the device executor, completing the call when every item is done.
 #pragma once
 
+#include <cstdint>
+#include <initializer_list>
 #include <map>
 #include <memory>
 #include <string>
@@ -31,16 +33,40 @@ struct PipelineOptions {
 
 enum class ModelState { kLoading, kReady, kFailed };
 
+// Shared by the pipeline and every version it made: lets a version retire its batch queues
+// when the last call lets go of it, as long as the pipeline (and its executor) exists.
+// The executor frees a drained retired queue (and so its model) only after the next batch
+// it runs, so retiring also queues one item on an internal no-op queue
+// ("embedserve_internal_flush" in metrics): the memory comes back at once.
+struct QueueRetirer {
+  std::mutex mu;
+  DeviceExecutor* executor = nullptr;  // null once the pipeline is gone
+  int flush_queue = -1;
+
+  // Retires `queue_ids` (negative ids are skipped) and runs a no-op batch after them.
+  void Retire(std::initializer_list<int> queue_ids);
+};
+
 // One loaded version of a model, as calls see it. Immutable; shared by every call that
-// uses it, so a reload or unload never pulls a model from under a call in flight.
+// uses it, so a reload or unload never pulls a model from under a call in flight. Its batch
+// queues are retired when the last holder lets go (a call that picked this version before a
+// reload can therefore still queue its items); the executor frees the model once they drain.
 struct ServingModel {
+  ServingModel() = default;
+  ServingModel(const ServingModel&) = delete;
+  ServingModel& operator=(const ServingModel&) = delete;
+  ~ServingModel();
+
   std::string name;
   models::ModelDescription description;
   std::shared_ptr<models::Model> model;
+  // The memory estimate of the weights (0: unknown), for ModelService.
+  int64_t estimated_bytes = 0;
   int text_queue = -1;
   int image_queue = -1;
   metrics::Histogram* text_preprocess = nullptr;
   metrics::Histogram* image_preprocess = nullptr;
+  std::shared_ptr<QueueRetirer> retirer;
 };
 
 // A snapshot of a model's state for the Models RPC and health.
@@ -50,6 +76,7 @@ struct ModelSnapshot {
   ModelState state;
   std::string state_message;
   models::ModelDescription description;
+  int64_t estimated_bytes = 0;
 };
 
 // Thread-safe. Models are declared (AddLoading) before Start(); loading can finish while
@@ -60,12 +87,29 @@ class Pipeline {
   ~Pipeline();
 
   // Declares a model; it answers UNAVAILABLE until SetReady or SetFailed. Declaring a name
-  // that exists only updates its source (a reload keeps serving the current version).
+  // that exists only updates its source (a reload keeps serving the current version); a
+  // failed one goes back to LOADING.
   void AddLoading(std::string name, std::string source);
   // The model is loaded: creates its batch queues and makes it the version new calls use.
   // A previous version keeps serving the calls that already hold it, then its queues are
   // retired and it is freed.
   void SetReady(absl::string_view name, std::unique_ptr<models::Model> model);
+
+  // The steps of SetReady, for a reload that must not disturb the serving version:
+  // PrepareVersion builds a version (its batch queues included) that no call can see yet,
+  // WarmupVersion runs it, Publish makes it the version new calls use (the previous one
+  // drains) and records `source` as where it came from. A version dropped unpublished
+  // retires its queues and is freed.
+  std::shared_ptr<ServingModel> PrepareVersion(absl::string_view name,
+                                               std::shared_ptr<models::Model> model,
+                                               int64_t estimated_bytes = 0);
+  absl::Status WarmupVersion(const ServingModel& version);
+  void Publish(std::shared_ptr<ServingModel> version, std::string source);
+  // Makes the executor free queues that retired and drained (it does so after a batch).
+  void FlushRetired() { retirer_->Retire({}); }
+  // The state of `name` (NOT_FOUND if unknown) and its source.
+  absl::StatusOr<ModelSnapshot> Snapshot(absl::string_view name) const;
+
   // Loading failed; calls answer UNAVAILABLE (UNIMPLEMENTED if `why` is UNIMPLEMENTED).
   void SetFailed(absl::string_view name, const absl::Status& why);
   // Forgets a model: new calls get NOT_FOUND; calls in flight finish on their version.
@@ -105,12 +149,13 @@ class Pipeline {
 
   void Prepare(const ServingModel& model, const std::shared_ptr<EmbedCall>& call, int index);
   Entry* Find(absl::string_view name) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void Retire(const ServingModel& version);
+  ModelSnapshot SnapshotOf(const Entry& entry) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const PipelineOptions options_;
   mutable std::mutex mu_;
   std::vector<std::unique_ptr<Entry>> models_ ABSL_GUARDED_BY(mu_);
   DeviceExecutor executor_;
+  std::shared_ptr<QueueRetirer> retirer_;
   std::unique_ptr<ThreadPool> pool_;
 };
 

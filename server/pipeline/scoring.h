@@ -22,8 +22,16 @@ void NormalizeRows(float* data, int rows, int dim);
 float Dot(const float* a, const float* b, int dim);
 
 // Late interaction: for each query row, the best dot product over the document's rows,
-// summed over query rows. With one row each it is the dot product.
+// summed over query rows. With one row each it is the dot product. A document (or query)
+// with no rows scores 0. Documents are read with query.dim columns and a row stride of
+// their own dim (normally the two are equal). Large pairs go through MaxSimBatch.
 float MaxSim(const MatrixView& query, const MatrixView& document);
+
+// MaxSim(query, documents[i]) for every i, computed with BLAS sgemm over blocks of
+// document rows (small documents are packed together, large ones are used in place) and
+// a vectorized row max; documents may have different row counts. Same definition as
+// MaxSim, up to float rounding.
+std::vector<float> MaxSimBatch(const MatrixView& query, absl::Span<const MatrixView> documents);
 
 // softmax(x) in place, numerically stable.
 void SoftmaxInPlace(std::vector<float>& logits);

@@ -421,10 +421,11 @@ grpc::ServerUnaryReactor* EmbedServiceImpl::Rerank(grpc::CallbackServerContext* 
   const int top_k = request->has_top_k() ? request->top_k() : 0;
   auto finish = [response, model, rows, top_k](UnaryCallReactor* reactor, const pipeline::CallTimings* timings) {
     const Rows& query = (*rows)[0];
-    std::vector<float> scores(rows->size() - 1);
-    for (size_t i = 1; i < rows->size(); ++i) {
-      scores[i - 1] = pipeline::MaxSim(query.view(), (*rows)[i].view());
-    }
+    // One batched MaxSim over every candidate (a dot product for single vectors).
+    std::vector<pipeline::MatrixView> candidates;
+    candidates.reserve(rows->size() - 1);
+    for (size_t i = 1; i < rows->size(); ++i) candidates.push_back((*rows)[i].view());
+    std::vector<float> scores = pipeline::MaxSimBatch(query.view(), candidates);
     response->set_model(model->name);
     response->set_scoring(model->description.scoring);
     for (int index : pipeline::TopK(scores, top_k)) {

@@ -5,7 +5,6 @@
 #include "common/status.h"
 
 namespace embedserve::rpc {
-namespace {
 
 void ToModelInfo(const pipeline::ModelSnapshot& model, v1::ModelInfo* out) {
   out->set_name(model.name);
@@ -29,9 +28,8 @@ void ToModelInfo(const pipeline::ModelSnapshot& model, v1::ModelInfo* out) {
   out->set_device(d.device);
   out->set_scoring(d.scoring);
   out->set_logit_scale(d.logit_scale);
+  out->set_estimated_bytes(model.estimated_bytes);
 }
-
-}  // namespace
 
 grpc::ServerUnaryReactor* ModelServiceImpl::ListModels(grpc::CallbackServerContext* context,
                                                        const v1::ListModelsRequest*,

@@ -7,6 +7,9 @@
 
 namespace embedserve::rpc {
 
+// A pipeline snapshot as the v1 message (also used by AdminService's answers).
+void ToModelInfo(const pipeline::ModelSnapshot& model, v1::ModelInfo* out);
+
 class ModelServiceImpl final : public v1::ModelService::CallbackService {
  public:
   // `pipeline` and `tracker` must outlive the service.

@@ -238,6 +238,7 @@ TEST_CASE("every kind of bad input gets its status, and the server keeps serving
   good.add_inputs()->set_text("a photo of a dog");
   good.add_inputs()->set_image(jpeg);
   auto response = client->Embed(good);
+  INFO(response.status().ToString());
   REQUIRE(response.ok());
   CHECK(response->embeddings_size() == 2);
 }

@@ -381,3 +381,211 @@ TEST_CASE("a removed model is NOT_FOUND for new calls") {
 }
 
 }  // namespace embedserve::pipeline
+
+// Out of memory in a forward (issue 7): the batch fails with RESOURCE_EXHAUSTED, the queue's
+// effective max batch size shrinks, the executor keeps serving and the size grows back.
+namespace embedserve::pipeline {
+namespace {
+
+// A FakeModel with "a tiny memory cap": a forward of more than `cap` texts returns
+// RESOURCE_EXHAUSTED, as a real model does on out-of-memory. cap < 0: no cap.
+class CappedModel : public FakeModel {
+ public:
+  absl::StatusOr<std::vector<models::Embedding>> EmbedTexts(
+      absl::Span<const models::TextInput* const> texts) override {
+    int limit;
+    {
+      std::lock_guard<std::mutex> lock(cap_mu);
+      limit = cap;
+    }
+    if (limit >= 0 && static_cast<int>(texts.size()) > limit) {
+      if (entered != nullptr && !entered->HasBeenNotified()) entered->Notify();
+      if (gate != nullptr) gate->WaitForNotification();
+      std::lock_guard<std::mutex> lock(mu);
+      oversized.push_back(static_cast<int>(texts.size()));
+      return absl::ResourceExhaustedError("fake allocator: out of memory");
+    }
+    return FakeModel::EmbedTexts(texts);
+  }
+  void SetCap(int n) {
+    std::lock_guard<std::mutex> lock(cap_mu);
+    cap = n;
+  }
+  std::vector<int> BatchSizes() {
+    std::lock_guard<std::mutex> lock(mu);
+    return batch_sizes;
+  }
+  std::mutex cap_mu;
+  int cap = -1;
+  std::vector<int> oversized;  // guarded by mu
+};
+
+struct CappedHarness {
+  explicit CappedHarness(BatchPolicy policy) {
+    PipelineOptions options;
+    options.text_policy = policy;
+    options.preprocess_threads = 2;
+    pipeline = std::make_unique<Pipeline>(options);
+    auto owned = std::make_unique<CappedModel>();
+    model = owned.get();
+    pipeline->AddLoading("capped", "memory");
+    pipeline->SetReady("capped", std::move(owned));
+    pipeline->Start();
+    entry = *pipeline->FindReady("capped");
+  }
+  int Effective() { return pipeline->executor().EffectiveBatchSize(entry->text_queue); }
+
+  // Runs `calls` so that their items are all queued before the device takes any: a
+  // one-item blocker call holds the executor until every item is waiting. The blocker
+  // counts as one successful forward. Returns once every call has finished.
+  void RunQueuedTogether(std::vector<std::pair<std::vector<std::string>, Outcome*>> calls) {
+    Notification gate, entered, blocker_done;
+    model->gate = &gate;
+    model->entered = &entered;
+    Outcome blocker;
+    pipeline->Submit(entry, MakeCall({"1"}, &blocker));
+    REQUIRE(entered.WaitForNotificationWithTimeout(absl::Seconds(10)));
+    int total = 0;
+    for (auto& [texts, outcome] : calls) {
+      total += static_cast<int>(texts.size());
+      pipeline->Submit(entry, MakeCall(texts, outcome));
+    }
+    for (int i = 0; i < 1000 && pipeline->executor().QueueDepth(entry->text_queue) < total; ++i) {
+      absl::SleepFor(absl::Milliseconds(5));
+    }
+    REQUIRE(pipeline->executor().QueueDepth(entry->text_queue) == total);
+    gate.Notify();
+    REQUIRE(blocker.done.WaitForNotificationWithTimeout(absl::Seconds(10)));
+    REQUIRE(blocker.status.ok());
+    for (auto& [texts, outcome] : calls) {
+      REQUIRE(outcome->done.WaitForNotificationWithTimeout(absl::Seconds(10)));
+    }
+    // The executor has returned from the forward (every result is in); detach the gate.
+    model->gate = nullptr;
+    model->entered = nullptr;
+  }
+
+  CappedModel* model;
+  std::shared_ptr<ServingModel> entry;
+  std::unique_ptr<Pipeline> pipeline;
+};
+
+std::vector<std::string> Numbers(int from, int count) {
+  std::vector<std::string> out;
+  for (int i = 0; i < count; ++i) out.push_back(std::to_string(from + i));
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("BatchQueue: the effective max batch size bounds batches and is clamped to [1, max]") {
+  BatchQueue queue(BatchPolicy{8, absl::Hours(1), 100, 0});
+  CHECK(queue.effective_max_batch_size() == 8);
+  queue.set_effective_max_batch_size(0);
+  CHECK(queue.effective_max_batch_size() == 1);
+  queue.set_effective_max_batch_size(100);
+  CHECK(queue.effective_max_batch_size() == 8);
+  queue.set_effective_max_batch_size(3);
+  Outcome outcome;
+  auto call = MakeCall(std::vector<std::string>(7, "x"), &outcome);
+  const absl::Time t = absl::Now();
+  for (int i = 0; i < 7; ++i) REQUIRE(queue.Push({call, i, 1, t}));
+  // 7 >= 3 waiting: a full (effective) batch is ready now, despite the hour of delay.
+  CHECK(queue.ReadyAt() == absl::InfinitePast());
+  std::vector<QueuedItem> skipped;
+  CHECK(queue.TakeBatch(t, &skipped).size() == 3);
+  CHECK(queue.TakeBatch(t, &skipped).size() == 3);
+  CHECK(queue.TakeBatch(t, &skipped).size() == 1);
+}
+
+TEST_CASE("out of memory: the batch fails RESOURCE_EXHAUSTED, batches shrink, then grow back") {
+  BatchPolicy policy;
+  policy.max_batch_size = 8;
+  policy.max_queue_delay = absl::ZeroDuration();
+  policy.oom_recovery_batches = 3;
+  CappedHarness h(policy);
+  h.model->SetCap(4);  // a tiny memory: more than 4 texts per forward do not fit
+  REQUIRE(h.Effective() == 8);
+
+  // 1. The first oversized batch (all 8 queued together) fails, with a message that says
+  // what happened; the queue's max batch size halves.
+  Outcome oversized;
+  h.RunQueuedTogether({{Numbers(1, 8), &oversized}});
+  CHECK(oversized.status.code() == absl::StatusCode::kResourceExhausted);
+  CHECK_THAT(std::string(oversized.status.message()), Catch::Contains("out of memory"));
+  CHECK_THAT(std::string(oversized.status.message()),
+             Catch::Contains("reduced from 8 to 4"));
+  {
+    std::lock_guard<std::mutex> lock(h.model->mu);
+    CHECK(h.model->oversized == std::vector<int>{8});
+  }
+  CHECK(h.Effective() == 4);
+
+  // 2. The server keeps serving: the same 8 texts now run in batches of at most 4 and
+  // every answer is right.
+  const size_t forwards_before = h.model->BatchSizes().size();
+  Outcome retried;
+  h.RunQueuedTogether({{Numbers(1, 8), &retried}});
+  REQUIRE(retried.status.ok());
+  REQUIRE(retried.results.size() == 8);
+  for (int i = 0; i < 8; ++i) CHECK(retried.results[i].values[0] == i + 1);
+  const std::vector<int> sizes = h.model->BatchSizes();
+  for (size_t i = forwards_before; i < sizes.size(); ++i) CHECK(sizes[i] <= 4);
+  {
+    std::lock_guard<std::mutex> lock(h.model->mu);
+    CHECK(h.model->oversized.size() == 1);
+  }
+  // Blocker + two batches of 4 = 3 successful forwards: +1.
+  CHECK(h.Effective() == 5);
+
+  // 3. The memory cap is lifted: the size grows back to the configured max (one step per
+  // 3 successful forwards) and full batches of 8 run again; nothing fails on the way.
+  h.model->SetCap(-1);
+  for (int round = 0; round < 40 && h.Effective() < 8; ++round) {
+    Outcome outcome;
+    h.RunQueuedTogether({{Numbers(1, 8), &outcome}});
+    REQUIRE(outcome.status.ok());
+  }
+  CHECK(h.Effective() == 8);
+  Outcome full;
+  h.RunQueuedTogether({{Numbers(1, 8), &full}});
+  REQUIRE(full.status.ok());
+  for (int i = 0; i < 8; ++i) CHECK(full.results[i].values[1] == 8);  // ran as one batch
+  CHECK(h.Effective() == 8);  // never above the configured max
+
+  // The gauge source reports the queue's effective size with its labels.
+  bool found = false;
+  for (const auto& [labels, value] : h.pipeline->executor().EffectiveBatchSizes()) {
+    if (labels == metrics::Labels{{"model", "capped"}, {"modality", "text"}}) {
+      found = true;
+      CHECK(value == 8);
+    }
+  }
+  CHECK(found);
+}
+
+TEST_CASE("out of memory on a single item: the limit floors at 1 and the executor keeps serving") {
+  BatchPolicy policy;
+  policy.max_batch_size = 8;
+  policy.max_queue_delay = absl::ZeroDuration();
+  policy.oom_recovery_batches = 100;
+  CappedHarness h(policy);
+  h.model->SetCap(0);  // nothing fits
+  for (int i = 0; i < 3; ++i) {
+    Outcome outcome;
+    h.pipeline->Submit(h.entry, MakeCall({"2"}, &outcome));
+    REQUIRE(outcome.done.WaitForNotificationWithTimeout(absl::Seconds(10)));
+    CHECK(outcome.status.code() == absl::StatusCode::kResourceExhausted);
+    CHECK_THAT(std::string(outcome.status.message()), Catch::Contains("to 1"));
+    CHECK(h.Effective() == 1);
+  }
+  h.model->SetCap(-1);
+  Outcome after;
+  h.pipeline->Submit(h.entry, MakeCall({"3", "4"}, &after));
+  REQUIRE(after.done.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  REQUIRE(after.status.ok());
+  CHECK(after.results[1].values[0] == 4);
+  for (int size : h.model->BatchSizes()) CHECK(size == 1);
+}
+
+}  // namespace embedserve::pipeline

@@ -278,10 +278,10 @@ absl::Status WriteRandomCheckpoint(const OpenClipConfig& config, const std::stri
   absl::Status made = GuardTorch("random initialisation", [&] {
     at::NoGradGuard no_grad;
     at::manual_seed(seed);
-    ClipModule module(config, at::TensorOptions().dtype(at::kFloat));
-    for (auto& item : module.named_parameters(true)) {
-      const std::string& name = item.key();
-      at::Tensor& p = item.value();
+    // One parameter at a time (shapes from the meta device), so the peak memory is the file's
+    // bytes plus one float32 tensor: ViT-bigG-14 fits beside everything else.
+    for (const auto& [name, shape] : ParameterShapes(config)) {
+      at::Tensor p = at::empty(shape, at::TensorOptions().dtype(at::kFloat));
       if (name == "logit_scale") {
         p.fill_(std::log(1 / 0.07));
       } else if (name.find("ln_") != std::string::npos) {
@@ -299,7 +299,7 @@ absl::Status WriteRandomCheckpoint(const OpenClipConfig& config, const std::stri
       TensorToWrite t;
       t.name = name;
       t.dtype = file_dtype;
-      t.shape = p.sizes().vec();
+      t.shape = shape;
       t.bytes.assign(static_cast<const char*>(out.data_ptr()), out.nbytes());
       tensors.push_back(std::move(t));
     }

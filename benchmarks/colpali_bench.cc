@@ -1,0 +1,215 @@
+// ColPali forward throughput (pages/s, queries/s) for the tiny reference model and a
+// mid-size random config in float32 and bfloat16, and the effect of mean-pooling page
+// patch vectors (factor x factor blocks) on MaxSim scores and rankings.
+//
+//   colpali_bench [--batch 8] [--repeats 3] [--skip-mid]
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <numeric>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+#include "server/models/colpali/colpali_config.h"
+#include "server/models/colpali/colpali_model.h"
+
+namespace fs = std::filesystem;
+using namespace embedserve::models;
+using namespace embedserve::models::colpali;
+
+namespace {
+
+const std::string kRef = std::string(EMBEDSERVE_SOURCE_DIR) + "/tests/data/colpali-reference/";
+
+std::string Slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+const std::vector<std::string> kPages = {
+    "exact_224.png", "gray_640x480.png", "landscape_640x480.png", "odd_1999x1001.jpg",
+    "photo_800x600.jpg", "portrait_300x900.png", "rgba_opaque_320x240.png", "small_50x40.png",
+    "webp_512x384.webp"};
+const std::vector<std::string> kQueries = {
+    "Which page shows the quarterly revenue table?", "signature", "Umsatz drittes Quartal",
+    "What is 2 + 2?", "Invoice 4711: due date and amount", "a chart of monthly sales",
+    "the signature block at the bottom", "table of contents", "photo of a mountain"};
+
+double Seconds(std::chrono::steady_clock::time_point since) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - since).count();
+}
+
+std::vector<Embedding> EmbedPages(Model& model, int count) {
+  std::vector<ImageInput> inputs;
+  for (int i = 0; i < count; ++i) {
+    inputs.push_back(*model.PrepareImage(Slurp(kRef + "images/" + kPages[i % kPages.size()]), ImageLimits()));
+  }
+  std::vector<const ImageInput*> ptrs;
+  for (const auto& i : inputs) ptrs.push_back(&i);
+  return *model.EmbedImages(ptrs);
+}
+
+std::vector<Embedding> EmbedQueries(Model& model, int count) {
+  std::vector<TextInput> inputs;
+  for (int i = 0; i < count; ++i) inputs.push_back(*model.PrepareText(kQueries[i % kQueries.size()], true));
+  std::vector<const TextInput*> ptrs;
+  for (const auto& i : inputs) ptrs.push_back(&i);
+  return *model.EmbedTexts(ptrs);
+}
+
+void Throughput(const std::string& name, const std::string& dir, int batch, int repeats) {
+  for (const char* dtype : {"float32", "bfloat16"}) {
+    RuntimeOptions options;
+    options.dtype = dtype;
+    auto model = LoadColPali(dir, options);
+    if (!model.ok()) {
+      std::printf("%s %s: %s\n", name.c_str(), dtype, model.status().ToString().c_str());
+      continue;
+    }
+    EmbedPages(**model, batch);  // warm-up
+    EmbedQueries(**model, batch);
+    auto start = std::chrono::steady_clock::now();
+    for (int r = 0; r < repeats; ++r) EmbedPages(**model, batch);
+    const double pages = batch * repeats / Seconds(start);
+    start = std::chrono::steady_clock::now();
+    for (int r = 0; r < repeats; ++r) EmbedQueries(**model, batch);
+    const double queries = batch * repeats / Seconds(start);
+    std::printf("%-8s %-9s batch %2d: %8.1f pages/s  %8.1f queries/s  (%s)\n", name.c_str(),
+                dtype, batch, pages, queries, (*model)->description().architecture.c_str());
+  }
+}
+
+double MaxSim(const Embedding& q, const Embedding& p) {
+  double total = 0;
+  for (int i = 0; i < q.rows; ++i) {
+    double best = -1e30;
+    for (int j = 0; j < p.rows; ++j) {
+      double dot = 0;
+      for (int d = 0; d < q.dim; ++d) dot += double(q.values[i * q.dim + d]) * p.values[j * p.dim + d];
+      best = std::max(best, dot);
+    }
+    total += best;
+  }
+  return total;
+}
+
+// Mean-pools the first grid x grid rows (the image tokens) in factor x factor blocks,
+// keeps the prompt rows, re-normalizes the pooled rows.
+Embedding Pool(const Embedding& page, int grid, int factor) {
+  Embedding out;
+  out.dim = page.dim;
+  const int g = grid / factor;
+  for (int by = 0; by < g; ++by) {
+    for (int bx = 0; bx < g; ++bx) {
+      std::vector<double> sum(page.dim, 0.0);
+      for (int y = 0; y < factor; ++y) {
+        for (int x = 0; x < factor; ++x) {
+          const int row = (by * factor + y) * grid + (bx * factor + x);
+          for (int d = 0; d < page.dim; ++d) sum[d] += page.values[row * page.dim + d];
+        }
+      }
+      double norm = 0;
+      for (double v : sum) norm += v * v;
+      norm = std::sqrt(norm);
+      for (double v : sum) out.values.push_back(static_cast<float>(norm > 0 ? v / norm : 0));
+      ++out.rows;
+    }
+  }
+  for (int row = grid * grid; row < page.rows; ++row) {
+    out.values.insert(out.values.end(), page.values.begin() + row * page.dim,
+                      page.values.begin() + (row + 1) * page.dim);
+    ++out.rows;
+  }
+  return out;
+}
+
+void PoolingEffect(const std::string& name, const std::string& dir, int grid) {
+  auto model = LoadColPali(dir, RuntimeOptions());
+  if (!model.ok()) return;
+  const auto pages = EmbedPages(**model, static_cast<int>(kPages.size()));
+  const auto queries = EmbedQueries(**model, static_cast<int>(kQueries.size()));
+  for (int factor = 2; factor <= grid && grid % factor == 0; factor *= 2) {
+    std::vector<Embedding> pooled;
+    for (const auto& p : pages) pooled.push_back(Pool(p, grid, factor));
+    double rel = 0;
+    int top1 = 0, pairs_agree = 0, pairs = 0;
+    for (const auto& q : queries) {
+      std::vector<double> a, b;
+      for (size_t j = 0; j < pages.size(); ++j) {
+        a.push_back(MaxSim(q, pages[j]));
+        b.push_back(MaxSim(q, pooled[j]));
+        rel += std::abs(b.back() - a.back()) / std::abs(a.back());
+      }
+      top1 += std::max_element(a.begin(), a.end()) - a.begin() ==
+              std::max_element(b.begin(), b.end()) - b.begin();
+      for (size_t x = 0; x < a.size(); ++x) {
+        for (size_t y = x + 1; y < a.size(); ++y) {
+          pairs_agree += (a[x] > a[y]) == (b[x] > b[y]);
+          ++pairs;
+        }
+      }
+    }
+    std::printf("%-8s pool %dx%d: page rows %d -> %d, mean |dMaxSim|/MaxSim %.4f, top-1 kept "
+                "%d/%zu, pairwise order kept %.1f%%\n",
+                name.c_str(), factor, factor, pages[0].rows, pooled[0].rows,
+                rel / (queries.size() * pages.size()), top1, queries.size(),
+                100.0 * pairs_agree / pairs);
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app("ColPali forward throughput and page-vector pooling");
+  int batch = 8, repeats = 3;
+  bool skip_mid = false;
+  app.add_option("--batch", batch);
+  app.add_option("--repeats", repeats);
+  app.add_flag("--skip-mid", skip_mid);
+  CLI11_PARSE(app, argc, argv);
+
+  const std::string tiny = kRef + "model";
+  Throughput("tiny", tiny, batch, repeats);
+  PoolingEffect("tiny", tiny, 4);
+
+  if (!skip_mid) {
+    // Mid-size random config: SigLIP 384 wide x 6 at 224/14 (256 patches), Gemma 512 x 6
+    // with MQA, 128-dim output; the reference tokenizer.
+    ColPaliConfig c = *ReadColPaliConfig(tiny);
+    c.vision.hidden_size = 384;
+    c.vision.intermediate_size = 1536;
+    c.vision.num_hidden_layers = 6;
+    c.vision.num_attention_heads = 6;
+    c.vision.image_size = 224;
+    c.vision.patch_size = 14;
+    c.text.hidden_size = 512;
+    c.text.intermediate_size = 2048;
+    c.text.num_hidden_layers = 6;
+    c.text.num_attention_heads = 8;
+    c.text.num_key_value_heads = 1;
+    c.text.head_dim = 64;
+    c.projection_dim = 512;
+    c.embedding_dim = 128;
+    c.preprocess.size = 224;
+    c.preprocess.image_seq_length = c.vision.num_patches();
+    const fs::path dir = fs::temp_directory_path() / "colpali_bench_mid";
+    fs::remove_all(dir);
+    if (auto s = WriteRandomCheckpoint(c, dir.string(), "BF16", 1); !s.ok()) {
+      std::printf("mid: %s\n", s.ToString().c_str());
+      return 1;
+    }
+    fs::copy_file(tiny + "/tokenizer.model", dir / "tokenizer.model");
+    Throughput("mid", dir.string(), batch, repeats);
+    PoolingEffect("mid", dir.string(), c.vision.grid());
+    fs::remove_all(dir);
+  }
+  return 0;
+}
