@@ -154,6 +154,14 @@ void DeviceExecutor::RunLoop() {
         }
         if (chosen != nullptr) break;
         if (stopping_ && !any_items) return;
+        if (!retired.empty()) {
+          // Free drained retired models now (outside the lock), not after the next batch:
+          // an idle server must give an unloaded model's memory back.
+          lock.unlock();
+          retired.clear();
+          lock.lock();
+          continue;
+        }
         // Sleep until a batch may be ready or the queues change (Enqueue, RetireQueue and
         // Stop notify; a spurious wake-up just re-evaluates).
         if (wake == absl::InfiniteFuture()) {

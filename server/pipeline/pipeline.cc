@@ -10,50 +10,12 @@
 
 namespace embedserve::pipeline {
 
-namespace {
-
-// The model of the internal flush queue: answers every input with an empty embedding.
-class FlushModel final : public models::Model {
- public:
-  FlushModel() {
-    description_.family = "internal";
-    description_.accepts_text = true;
-  }
-  const models::ModelDescription& description() const override { return description_; }
-  absl::StatusOr<models::TextInput> PrepareText(absl::string_view, bool) const override {
-    return models::TextInput();
-  }
-  absl::StatusOr<models::ImageInput> PrepareImage(absl::string_view,
-                                                  const models::ImageLimits&) const override {
-    return absl::UnimplementedError("internal flush model");
-  }
-  absl::StatusOr<std::vector<models::Embedding>> EmbedTexts(
-      absl::Span<const models::TextInput* const> texts) override {
-    return std::vector<models::Embedding>(texts.size());
-  }
-  absl::StatusOr<std::vector<models::Embedding>> EmbedImages(
-      absl::Span<const models::ImageInput* const>) override {
-    return absl::UnimplementedError("internal flush model");
-  }
-
- private:
-  models::ModelDescription description_;
-};
-
-}  // namespace
-
 void QueueRetirer::Retire(std::initializer_list<int> queue_ids) {
   std::lock_guard<std::mutex> lock(mu);
   if (executor == nullptr) return;
   for (const int id : queue_ids) {
     if (id >= 0) executor->RetireQueue(id);
   }
-  if (flush_queue < 0) return;
-  auto call = std::make_shared<EmbedCall>(
-      std::vector<CallInput>{CallInput{Modality::kText, "", "flush"}}, true,
-      absl::InfiniteFuture(), [](const absl::Status&, EmbedCall&) {});
-  // Best effort: a full or stopped executor frees the queue after its next batch anyway.
-  (void)executor->Enqueue(flush_queue, QueuedItem{call, 0, 1, absl::Now()});
 }
 
 ServingModel::~ServingModel() {
@@ -63,14 +25,6 @@ ServingModel::~ServingModel() {
 Pipeline::Pipeline(PipelineOptions options)
     : options_(std::move(options)), retirer_(std::make_shared<QueueRetirer>()) {
   retirer_->executor = &executor_;
-  BatchPolicy flush_policy;
-  flush_policy.max_batch_size = 64;
-  flush_policy.max_queue_delay = absl::ZeroDuration();
-  flush_policy.queue_capacity = 64;
-  flush_policy.max_batch_tokens = 0;
-  retirer_->flush_queue = executor_.AddQueue(std::make_shared<FlushModel>(),
-                                             "embedserve_internal_flush", Modality::kText,
-                                             flush_policy);
 }
 
 Pipeline::~Pipeline() {

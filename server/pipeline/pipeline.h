@@ -35,15 +35,13 @@ enum class ModelState { kLoading, kReady, kFailed };
 
 // Shared by the pipeline and every version it made: lets a version retire its batch queues
 // when the last call lets go of it, as long as the pipeline (and its executor) exists.
-// The executor frees a drained retired queue (and so its model) only after the next batch
-// it runs, so retiring also queues one item on an internal no-op queue
-// ("embedserve_internal_flush" in metrics): the memory comes back at once.
+// Retiring wakes the executor, which frees a retired queue (and so its model) as soon as it
+// has drained, also on an idle server.
 struct QueueRetirer {
   std::mutex mu;
   DeviceExecutor* executor = nullptr;  // null once the pipeline is gone
-  int flush_queue = -1;
 
-  // Retires `queue_ids` (negative ids are skipped) and runs a no-op batch after them.
+  // Retires `queue_ids` (negative ids are skipped).
   void Retire(std::initializer_list<int> queue_ids);
 };
 
@@ -105,8 +103,9 @@ class Pipeline {
                                                int64_t estimated_bytes = 0);
   absl::Status WarmupVersion(const ServingModel& version);
   void Publish(std::shared_ptr<ServingModel> version, std::string source);
-  // Makes the executor free queues that retired and drained (it does so after a batch).
-  void FlushRetired() { retirer_->Retire({}); }
+  // Kept for callers that wait for memory: retired queues are freed by the executor as soon
+  // as they drain, so there is nothing left to push.
+  void FlushRetired() {}
   // The state of `name` (NOT_FOUND if unknown) and its source.
   absl::StatusOr<ModelSnapshot> Snapshot(absl::string_view name) const;
 
