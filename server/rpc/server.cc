@@ -1,6 +1,7 @@
 // Server start-up and shutdown: socket preparation, builder settings, health, reflection.
 #include "server/rpc/server.h"
 
+#include <grp.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -139,6 +140,16 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerConfig& config
   builder.RegisterService(embed.get());
   builder.RegisterService(models.get());
 
+  gid_t socket_gid = static_cast<gid_t>(-1);
+  if (!config.socket_group.empty()) {
+    struct group* group = getgrnam(config.socket_group.c_str());
+    if (group == nullptr) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--socket-group: no group '", config.socket_group, "'"));
+    }
+    socket_gid = group->gr_gid;
+  }
+
   // Sockets are created with the requested mode (umask applies at bind time).
   const mode_t old_mask = umask(static_cast<mode_t>(~config.socket_mode & 0777));
   server->server_ = builder.BuildAndStart();
@@ -154,6 +165,13 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerConfig& config
   }
   for (const std::string& path : server->socket_paths_) {
     chmod(path.c_str(), static_cast<mode_t>(config.socket_mode));
+    if (socket_gid != static_cast<gid_t>(-1) && chown(path.c_str(), static_cast<uid_t>(-1), socket_gid) != 0) {
+      const int error = errno;
+      server->server_->Shutdown();
+      return absl::PermissionDeniedError(absl::StrCat("--socket-group: cannot give ", path,
+                                                      " to group '", config.socket_group,
+                                                      "': ", std::strerror(error)));
+    }
   }
   server->callback_services_.push_back(std::move(embed));
   server->callback_services_.push_back(std::move(models));

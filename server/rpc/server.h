@@ -23,6 +23,7 @@ struct ServerConfig {
   std::vector<std::string> listen;
   // Permissions of created unix sockets.
   int socket_mode = 0660;
+  std::string socket_group;  // group owning created unix sockets (empty: the process's)
   int max_message_bytes = 64 << 20;
   bool reflection = true;
   RequestLimits limits;

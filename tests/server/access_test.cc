@@ -224,3 +224,22 @@ TEST_CASE("socket mode 0660 (the default) lets the socket's group connect, not o
   // ...and the same user outside the group is refused.
   CHECK(ConnectAs(server.socket_path(), nobody.uid, nobody.gid, {nobody.gid}) == EACCES);
 }
+
+TEST_CASE("the socket group flag gives the socket to that group, whose members then connect") {
+  const Nobody nobody = RequireRootAndNobody();
+  // A group that is neither root's nor nobody's primary group (nobody's is nogroup).
+  struct group* group = getgrnam("daemon");
+  REQUIRE(group != nullptr);
+  const gid_t gid = group->gr_gid;
+  REQUIRE(gid != nobody.gid);
+  ServerProcess server({"--socket-group", "daemon"});
+  REQUIRE(server.healthy());
+  OpenDirectoryOf(server.socket_path());
+  struct stat st{};
+  REQUIRE(stat(server.socket_path().c_str(), &st) == 0);
+  CHECK(st.st_gid == gid);
+  CHECK(ModeOf(server.socket_path()) == 0660);
+  // nobody, as a member of that group, gets in; without it, not.
+  CHECK(ConnectAs(server.socket_path(), nobody.uid, nobody.gid, {gid}) == 0);
+  CHECK(ConnectAs(server.socket_path(), nobody.uid, nobody.gid, {}) == EACCES);
+}

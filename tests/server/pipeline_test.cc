@@ -271,7 +271,7 @@ TEST_CASE("a call past its deadline or cancelled is dropped before it costs comp
   CHECK(h.model->batch_sizes.empty());
 }
 
-TEST_CASE("a bad item fails only its own call; a failed forward fails only its batch") {
+TEST_CASE("a bad item fails only its own call, and a failed forward fails only its batch") {
   BatchPolicy policy;
   policy.max_batch_size = 16;
   policy.max_queue_delay = absl::Milliseconds(50);
