@@ -156,7 +156,7 @@ int main(int argc, char** argv) {
   std::printf("\n%s: %.2f GFLOP per image (vision tower matmuls), %d hardware threads\n",
               architecture.c_str(), vision_gflop, std::max(1u, std::thread::hardware_concurrency()));
   std::printf("\n%-9s %-22s %10s %8s %10s %10s %10s %12s\n", "dtype", "threads", "matmul", "batch",
-              "images/s", "%%matmul", "texts/s", "texts77/s");
+              "images/s", "%matmul", "texts/s", "texts77/s");
   std::printf("%-9s %-22s %10s %8s %10s %10s %10s %12s\n", "", "", "GFLOP/s", "", "", "", "(caption)",
               "(truncated)");
 

@@ -1,0 +1,84 @@
+"""The Python baseline for clip_forward_bench: OpenCLIP's ViT image tower as the OpenCLIP
+package builds it (nn.MultiheadAttention, LayerNorm, GELU, class token, ln_post, proj), in
+PyTorch from Debian (python3-torch 1.13, the same libtorch and OpenBLAS the server links),
+random weights, float32. The open_clip package itself is not installable here (no PyPI);
+this is its compute graph. Prints images/s at batch 1, 8, 32 (median of --reps) for torch's
+default threads and for the best setting found for float32 (1 torch thread over OpenBLAS).
+
+  /usr/bin/python3 benchmarks/openclip_torch_baseline.py [--reps 5]
+"""
+import argparse
+import time
+
+import torch
+from torch import nn
+
+
+class Block(nn.Module):
+    def __init__(self, width, heads, mlp):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(width)
+        self.attn = nn.MultiheadAttention(width, heads)  # OpenCLIP: batch_first=False
+        self.ln_2 = nn.LayerNorm(width)
+        self.mlp = nn.Sequential(nn.Linear(width, mlp), nn.GELU(), nn.Linear(mlp, width))
+
+    def forward(self, x):
+        y = self.ln_1(x)
+        x = x + self.attn(y, y, y, need_weights=False)[0]
+        return x + self.mlp(self.ln_2(x))
+
+
+class VisionTower(nn.Module):
+    def __init__(self, image=224, patch=32, width=768, layers=12, heads=12, embed=512):
+        super().__init__()
+        grid = image // patch
+        self.conv1 = nn.Conv2d(3, width, patch, patch, bias=False)
+        self.class_embedding = nn.Parameter(torch.randn(width) * 0.02)
+        self.positional_embedding = nn.Parameter(torch.randn(grid * grid + 1, width) * 0.01)
+        self.ln_pre = nn.LayerNorm(width)
+        self.blocks = nn.ModuleList([Block(width, heads, 4 * width) for _ in range(layers)])
+        self.ln_post = nn.LayerNorm(width)
+        self.proj = nn.Parameter(torch.randn(width, embed) * width ** -0.5)
+
+    def forward(self, x):
+        x = self.conv1(x).flatten(2).permute(0, 2, 1)
+        cls = self.class_embedding.expand(x.shape[0], 1, -1)
+        x = torch.cat([cls, x], 1) + self.positional_embedding
+        x = self.ln_pre(x).permute(1, 0, 2)  # LND, as OpenCLIP 2.24
+        for block in self.blocks:
+            x = block(x)
+        x = x.permute(1, 0, 2)
+        return self.ln_post(x[:, 0]) @ self.proj
+
+
+def images_per_second(model, batch, reps):
+    x = torch.randn(batch, 3, 224, 224)
+    with torch.inference_mode():
+        model(x)
+        times = []
+        for _ in range(reps):
+            start = time.perf_counter()
+            model(x)
+            times.append(time.perf_counter() - start)
+    times.sort()
+    return batch / times[len(times) // 2]
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--reps", type=int, default=5)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    model = VisionTower().eval()
+    default_threads = torch.get_num_threads()
+    for threads in sorted({default_threads, 1}):
+        torch.set_num_threads(threads)
+        for batch in (1, 8, 32):
+            rate = images_per_second(model, batch, args.reps)
+            print(f"python torch {torch.__version__} float32 torch_threads={threads}"
+                  f"{' (default)' if threads == default_threads else ''} batch {batch}: "
+                  f"{rate:.1f} images/s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
