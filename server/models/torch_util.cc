@@ -87,6 +87,24 @@ std::string ConfigureCpuThreads(const RuntimeOptions& options, at::ScalarType dt
   return absl::StrCat("torch_threads=", torch_threads, " ", blas);
 }
 
+absl::StatusOr<WeightDtype> ParseWeightDtype(const std::string& name) {
+  if (name == "F32") return WeightDtype{TensorDtype::kF32, at::kFloat};
+  if (name == "F16") return WeightDtype{TensorDtype::kF16, at::kHalf};
+  if (name == "BF16") return WeightDtype{TensorDtype::kBF16, at::kBFloat16};
+  return absl::InvalidArgumentError(
+      absl::StrCat("weight dtype '", name, "' is not F32, F16 or BF16"));
+}
+
+TensorToWrite ToTensorToWrite(std::string name, const at::Tensor& tensor, WeightDtype dtype) {
+  const at::Tensor out = tensor.to(dtype.torch).contiguous();
+  TensorToWrite t;
+  t.name = std::move(name);
+  t.dtype = dtype.file;
+  t.shape = tensor.sizes().vec();
+  t.bytes.assign(static_cast<const char*>(out.data_ptr()), out.nbytes());
+  return t;
+}
+
 absl::StatusOr<at::Tensor> TensorFromView(const TensorView& view) {
   at::ScalarType type;
   switch (view.dtype) {

@@ -31,6 +31,17 @@ std::string ConfigureCpuThreads(const RuntimeOptions& options, at::ScalarType dt
 // A torch view of a safetensors tensor (no copy; the archive must outlive it).
 absl::StatusOr<at::Tensor> TensorFromView(const TensorView& view);
 
+// "F32", "F16", "BF16": a weight dtype for checkpoints this project writes (random test
+// checkpoints), as the safetensors dtype and the torch type whose bytes it holds.
+struct WeightDtype {
+  TensorDtype file;
+  at::ScalarType torch;
+};
+absl::StatusOr<WeightDtype> ParseWeightDtype(const std::string& name);
+
+// `tensor` converted to `dtype`, as a safetensors entry named `name`.
+TensorToWrite ToTensorToWrite(std::string name, const at::Tensor& tensor, WeightDtype dtype);
+
 // Copies every parameter of `module` from `archive`. `key_for` maps a parameter's name in the
 // module to its key in the checkpoint. Checks each shape and that the checkpoint holds no
 // tensor the module does not use (except names for which `ignore` is true). Parameters

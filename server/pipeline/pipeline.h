@@ -103,9 +103,6 @@ class Pipeline {
                                                int64_t estimated_bytes = 0);
   absl::Status WarmupVersion(const ServingModel& version);
   void Publish(std::shared_ptr<ServingModel> version, std::string source);
-  // Kept for callers that wait for memory: retired queues are freed by the executor as soon
-  // as they drain, so there is nothing left to push.
-  void FlushRetired() {}
   // The state of `name` (NOT_FOUND if unknown) and its source.
   absl::StatusOr<ModelSnapshot> Snapshot(absl::string_view name) const;
 

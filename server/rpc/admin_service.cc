@@ -32,16 +32,10 @@ std::string FormatBytes(int64_t bytes) {
 }
 
 absl::StatusOr<std::shared_ptr<MemoryBudget::Hold>> MemoryBudget::Reserve(
-    absl::string_view name, int64_t bytes, absl::Duration drain_wait,
-    const std::function<void()>& nudge) {
+    absl::string_view name, int64_t bytes, absl::Duration drain_wait) {
   std::unique_lock<std::mutex> lock(mu_);
   const absl::Time deadline = absl::Now() + drain_wait;
   while (limit_ > 0 && used_ + bytes > limit_ && draining_ > 0 && absl::Now() < deadline) {
-    if (nudge) {
-      lock.unlock();
-      nudge();
-      lock.lock();
-    }
     freed_.wait_until(lock, absl::ToChronoTime(std::min(deadline, absl::Now() + absl::Milliseconds(100))));
   }
   if (limit_ > 0 && used_ + bytes > limit_) {
@@ -210,7 +204,7 @@ absl::Status ModelManager::Bring(const std::string& name, const std::string& sou
   absl::StatusOr<int64_t> estimate = hooks_.estimate(*dir);
   if (!estimate.ok()) return estimate.status();
   absl::StatusOr<std::shared_ptr<MemoryBudget::Hold>> hold =
-      budget_->Reserve(name, *estimate, kDrainWait, [this] { pipeline_->FlushRetired(); });
+      budget_->Reserve(name, *estimate, kDrainWait);
   if (!hold.ok()) return hold.status();
   absl::StatusOr<std::unique_ptr<models::Model>> loaded = hooks_.load(*dir);
   if (!loaded.ok()) {

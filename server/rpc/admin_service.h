@@ -42,12 +42,10 @@ class MemoryBudget {
 
   // Reserves `bytes` for model `name`. RESOURCE_EXHAUSTED naming the model, its estimate,
   // the budget and what is left when it does not fit; when versions that were unloaded or
-  // replaced are still draining, waits up to `drain_wait` for them to be freed first.
-  // `nudge` (optional) is called every 100 ms while waiting (it makes the executor free
-  // drained versions).
+  // replaced are still draining, waits up to `drain_wait` for them to be freed first (the
+  // executor frees a drained version as soon as its last call lets go).
   absl::StatusOr<std::shared_ptr<Hold>> Reserve(absl::string_view name, int64_t bytes,
-                                                absl::Duration drain_wait,
-                                                const std::function<void()>& nudge = {});
+                                                absl::Duration drain_wait);
   // The version holding `hold` was unloaded or replaced: its memory comes back once freed.
   void StartDraining(const std::shared_ptr<Hold>& hold);
   // The model holding `hold` was freed (idempotent).

@@ -536,21 +536,8 @@ std::vector<std::pair<std::string, std::vector<int64_t>>> ParameterShapes(
 absl::Status WriteRandomCheckpoint(const ColPaliConfig& config, const std::string& dir,
                                    const std::string& weight_dtype, uint64_t seed,
                                    KeyLayout layout) {
-  TensorDtype file_dtype;
-  at::ScalarType torch_dtype;
-  if (weight_dtype == "F32") {
-    file_dtype = TensorDtype::kF32;
-    torch_dtype = at::kFloat;
-  } else if (weight_dtype == "F16") {
-    file_dtype = TensorDtype::kF16;
-    torch_dtype = at::kHalf;
-  } else if (weight_dtype == "BF16") {
-    file_dtype = TensorDtype::kBF16;
-    torch_dtype = at::kBFloat16;
-  } else {
-    return absl::InvalidArgumentError(absl::StrCat("weight dtype '", weight_dtype,
-                                                   "' is not F32, F16 or BF16"));
-  }
+  absl::StatusOr<WeightDtype> file_dtype = ParseWeightDtype(weight_dtype);
+  if (!file_dtype.ok()) return file_dtype.status();
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec) return absl::InternalError(absl::StrCat(dir, ": ", ec.message()));
@@ -581,13 +568,7 @@ absl::Status WriteRandomCheckpoint(const ColPaliConfig& config, const std::strin
       } else {
         p.normal_(0.0, 0.02);
       }
-      at::Tensor out = p.to(torch_dtype).contiguous();
-      TensorToWrite t;
-      t.name = CheckpointKey(name, layout);
-      t.dtype = file_dtype;
-      t.shape = p.sizes().vec();
-      t.bytes.assign(static_cast<const char*>(out.data_ptr()), out.nbytes());
-      tensors.push_back(std::move(t));
+      tensors.push_back(ToTensorToWrite(CheckpointKey(name, layout), p, *file_dtype));
     }
   });
   if (!made.ok()) return made;
