@@ -156,6 +156,17 @@ absl::Status LoadParameters(torch::nn::Module& module, const TensorArchive& arch
   return archive.CheckNoUnexpected(allowed);
 }
 
+Fp32LayerNorm::Fp32LayerNorm(int width, double eps, const at::TensorOptions& options)
+    : eps(eps) {
+  weight = register_parameter("weight", at::empty({width}, options), /*requires_grad=*/false);
+  bias = register_parameter("bias", at::empty({width}, options), false);
+}
+
+at::Tensor Fp32LayerNorm::forward(const at::Tensor& x) const {
+  if (x.scalar_type() == at::kFloat) return at::layer_norm(x, {x.size(-1)}, weight, bias, eps);
+  return at::layer_norm(x.to(at::kFloat), {x.size(-1)}, weight, bias, eps).to(x.scalar_type());
+}
+
 at::Tensor Attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                      const at::Tensor& mask) {
   const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));

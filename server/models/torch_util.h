@@ -54,6 +54,15 @@ struct LoadPlan {
 absl::Status LoadParameters(torch::nn::Module& module, const TensorArchive& archive,
                             const LoadPlan& plan, at::Device device, at::ScalarType dtype);
 
+// LayerNorm whose parameters stay float32 in every serving dtype and which computes in
+// float32, returning the input's dtype (OpenCLIP's LayerNormFp32 behaviour; SigLIP too).
+struct Fp32LayerNorm : torch::nn::Module {
+  Fp32LayerNorm(int width, double eps, const at::TensorOptions& options);
+  at::Tensor forward(const at::Tensor& x) const;
+  double eps;
+  at::Tensor weight, bias;
+};
+
 // Scaled dot-product attention over [batch, heads, tokens, head_dim]; `mask` is additive
 // ([tokens, tokens] or broadcastable) or undefined. Softmax runs in float32.
 at::Tensor Attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,

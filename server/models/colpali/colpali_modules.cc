@@ -45,16 +45,6 @@ Linear::Linear(at::IntArrayRef weight_shape, bool has_bias, const at::TensorOpti
   if (has_bias) bias = register_parameter("bias", at::empty({weight_shape[0]}, options), false);
 }
 
-LayerNorm::LayerNorm(int width, double eps, const at::TensorOptions& options) : eps(eps) {
-  weight = register_parameter("weight", at::empty({width}, options), false);
-  bias = register_parameter("bias", at::empty({width}, options), false);
-}
-
-at::Tensor LayerNorm::forward(const at::Tensor& x) const {
-  if (x.scalar_type() == at::kFloat) return at::layer_norm(x, {x.size(-1)}, weight, bias, eps);
-  return at::layer_norm(x.to(at::kFloat), {x.size(-1)}, weight, bias, eps).to(x.scalar_type());
-}
-
 RmsNorm::RmsNorm(int width, double eps, const at::TensorOptions& options) : eps(eps) {
   weight = register_parameter("weight", at::empty({width}, options), false);
 }

@@ -11,6 +11,7 @@
 #include <torch/nn/module.h>
 
 #include "server/models/colpali/colpali_config.h"
+#include "server/models/torch_util.h"
 
 namespace embedserve::models::colpali {
 
@@ -23,12 +24,7 @@ struct Linear : torch::nn::Module {
   at::Tensor weight, bias;  // bias undefined when absent
 };
 
-struct LayerNorm : torch::nn::Module {  // float32 parameters, computed in float32
-  LayerNorm(int width, double eps, const at::TensorOptions& options);
-  at::Tensor forward(const at::Tensor& x) const;
-  double eps;
-  at::Tensor weight, bias;
-};
+using LayerNorm = Fp32LayerNorm;  // float32 parameters, computed in float32
 
 struct RmsNorm : torch::nn::Module {  // Gemma: x / rms(x) * (1 + w), in float32
   RmsNorm(int width, double eps, const at::TensorOptions& options);

@@ -7,16 +7,7 @@
 
 namespace embedserve::models::openclip {
 
-LayerNormParams::LayerNormParams(int width, const at::TensorOptions& options) {
-  weight = register_parameter("weight", at::empty({width}, options), /*requires_grad=*/false);
-  bias = register_parameter("bias", at::empty({width}, options), false);
-}
-
-at::Tensor LayerNormParams::forward(const at::Tensor& x) const {
-  // Parameters stay float32 in every serving dtype (OpenCLIP's LayerNormFp32 behaviour).
-  if (x.scalar_type() == at::kFloat) return at::layer_norm(x, {x.size(-1)}, weight, bias, 1e-5);
-  return at::layer_norm(x.to(at::kFloat), {x.size(-1)}, weight, bias, 1e-5).to(x.scalar_type());
-}
+constexpr double kLayerNormEps = 1e-5;  // torch.nn.LayerNorm's default, which OpenCLIP uses
 
 WeightOnly::WeightOnly(at::IntArrayRef shape, const at::TensorOptions& options) {
   weight = register_parameter("weight", at::empty(shape, options), false);
@@ -59,9 +50,9 @@ at::Tensor Mlp::forward(const at::Tensor& x) const {
 
 ResidualBlock::ResidualBlock(int width, int heads, int mlp_width, bool quick_gelu,
                              const at::TensorOptions& options) {
-  ln_1 = register_module("ln_1", std::make_shared<LayerNormParams>(width, options));
+  ln_1 = register_module("ln_1", std::make_shared<Fp32LayerNorm>(width, kLayerNormEps, options));
   attn = register_module("attn", std::make_shared<SelfAttention>(width, heads, options));
-  ln_2 = register_module("ln_2", std::make_shared<LayerNormParams>(width, options));
+  ln_2 = register_module("ln_2", std::make_shared<Fp32LayerNorm>(width, kLayerNormEps, options));
   mlp = register_module("mlp", std::make_shared<Mlp>(width, mlp_width, quick_gelu, options));
 }
 
@@ -96,11 +87,11 @@ VisionTower::VisionTower(const VisionConfig& c, int embed_dim, bool quick_gelu,
   class_embedding = register_parameter("class_embedding", at::empty({c.width}, options), false);
   positional_embedding =
       register_parameter("positional_embedding", at::empty({tokens, c.width}, options), false);
-  ln_pre = register_module("ln_pre", std::make_shared<LayerNormParams>(c.width, options));
+  ln_pre = register_module("ln_pre", std::make_shared<Fp32LayerNorm>(c.width, kLayerNormEps, options));
   transformer = register_module(
       "transformer", std::make_shared<Transformer>(c.width, c.layers, c.heads(), c.mlp_width(),
                                                    quick_gelu, options));
-  ln_post = register_module("ln_post", std::make_shared<LayerNormParams>(c.width, options));
+  ln_post = register_module("ln_post", std::make_shared<Fp32LayerNorm>(c.width, kLayerNormEps, options));
   proj = register_parameter("proj", at::empty({c.width, embed_dim}, options), false);
 }
 
@@ -131,7 +122,7 @@ ClipModule::ClipModule(const OpenClipConfig& c, const at::TensorOptions& options
       std::make_shared<WeightOnly>(std::vector<int64_t>{t.vocab_size, t.width}, options));
   positional_embedding =
       register_parameter("positional_embedding", at::empty({t.context_length, t.width}, options), false);
-  ln_final = register_module("ln_final", std::make_shared<LayerNormParams>(t.width, options));
+  ln_final = register_module("ln_final", std::make_shared<Fp32LayerNorm>(t.width, kLayerNormEps, options));
   text_projection = register_parameter("text_projection", at::empty({t.width, c.embed_dim}, options), false);
   logit_scale = register_parameter("logit_scale", at::empty({}, options), false);
   visual = register_module("visual", std::make_shared<VisionTower>(c.vision, c.embed_dim,

@@ -6,16 +6,12 @@
 #include <torch/nn/module.h>
 
 #include "server/models/openclip/openclip_config.h"
+#include "server/models/torch_util.h"
 
 namespace embedserve::models::openclip {
 
 // Parameters are created uninitialized (at::empty) with `options`: on the meta device to
 // inspect shapes without memory, on CPU before loading or random initialization.
-struct LayerNormParams : torch::nn::Module {
-  LayerNormParams(int width, const at::TensorOptions& options);
-  at::Tensor forward(const at::Tensor& x) const;  // in float32, back to x's dtype
-  at::Tensor weight, bias;
-};
 
 // A module holding one tensor named "weight" (conv1, token_embedding).
 struct WeightOnly : torch::nn::Module {
@@ -49,7 +45,7 @@ struct ResidualBlock : torch::nn::Module {
   ResidualBlock(int width, int heads, int mlp_width, bool quick_gelu,
                 const at::TensorOptions& options);
   at::Tensor forward(const at::Tensor& x, const at::Tensor& mask) const;
-  std::shared_ptr<LayerNormParams> ln_1, ln_2;
+  std::shared_ptr<Fp32LayerNorm> ln_1, ln_2;
   std::shared_ptr<SelfAttention> attn;
   std::shared_ptr<Mlp> mlp;
 };
@@ -69,7 +65,7 @@ struct VisionTower : torch::nn::Module {
   VisionConfig config;
   at::Tensor class_embedding, positional_embedding, proj;
   std::shared_ptr<WeightOnly> conv1;  // [width, 3, patch, patch], no bias
-  std::shared_ptr<LayerNormParams> ln_pre, ln_post;
+  std::shared_ptr<Fp32LayerNorm> ln_pre, ln_post;
   std::shared_ptr<Transformer> transformer;
 };
 
@@ -84,7 +80,7 @@ struct ClipModule : torch::nn::Module {
   at::Tensor positional_embedding, text_projection, logit_scale;
   std::shared_ptr<WeightOnly> token_embedding;
   std::shared_ptr<Transformer> transformer;
-  std::shared_ptr<LayerNormParams> ln_final;
+  std::shared_ptr<Fp32LayerNorm> ln_final;
   std::shared_ptr<VisionTower> visual;
 };
 
