@@ -11,6 +11,7 @@
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
+#include "tests/test_util.h"
 #include "server/models/colpali/colpali_config.h"
 #include "server/models/colpali/colpali_model.h"
 #include "server/models/colpali/colpali_tokenizer.h"
@@ -29,17 +30,13 @@ using embedserve::models::TextInput;
 using embedserve::models::WriteSafetensors;
 using namespace embedserve::models::colpali;
 
+using embedserve::testing::Cosine;
+using embedserve::testing::Slurp;
+
 namespace {
 
 const std::string kRef = std::string(EMBEDSERVE_TEST_DATA) + "/colpali-reference/";
 const std::string kModel = kRef + "model";
-
-std::string Slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 void WriteFile(const fs::path& path, const std::string& text) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);

@@ -10,6 +10,7 @@
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
+#include "tests/test_util.h"
 #include "server/models/openclip/openclip_config.h"
 #include "server/models/openclip/openclip_model.h"
 #include "server/models/safetensors.h"
@@ -22,34 +23,16 @@ using embedserve::models::RuntimeOptions;
 using embedserve::models::TextInput;
 using namespace embedserve::models::openclip;
 
+using embedserve::testing::Cosine;
+using embedserve::testing::Slurp;
+
 namespace {
 
 const std::string kRef = std::string(EMBEDSERVE_TEST_DATA) + "/openclip-reference/";
 
-std::string Slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
 const nlohmann::json& Reference() {
   static const nlohmann::json ref = nlohmann::json::parse(Slurp(kRef + "reference.json"));
   return ref;
-}
-
-double Cosine(const std::vector<float>& a, const std::vector<double>& b) {
-  double dot = 0, na = 0, nb = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    dot += a[i] * b[i];
-    na += double(a[i]) * a[i];
-    nb += b[i] * b[i];
-  }
-  return dot / std::sqrt(na * nb);
-}
-
-double Cosine(const std::vector<float>& a, const std::vector<float>& b) {
-  return Cosine(a, std::vector<double>(b.begin(), b.end()));
 }
 
 std::unique_ptr<Model> Load(const std::string& dir, const std::string& dtype = "float32") {

@@ -14,6 +14,7 @@
 #include <catch2/catch.hpp>
 #include <grpcpp/grpcpp.h>
 
+#include "tests/test_util.h"
 #include "client/embedserve_client.h"
 #include "common/tensor_codec.h"
 #include "tests/server/server_process.h"
@@ -22,16 +23,12 @@ using embedserve::client::Client;
 using embedserve::testing::ServerProcess;
 namespace v1 = embedserve::v1;
 
+using embedserve::testing::Cosine;
+using embedserve::testing::Slurp;
+
 namespace {
 
 const std::string kImages = std::string(EMBEDSERVE_TEST_DATA) + "/openclip-reference/images/";
-
-std::string Slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 void PutU32(std::string& out, uint32_t v) {
   for (int shift = 24; shift >= 0; shift -= 8) out.push_back(static_cast<char>((v >> shift) & 0xff));

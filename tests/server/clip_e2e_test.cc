@@ -11,6 +11,7 @@
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
+#include "tests/test_util.h"
 #include "client/embedserve_client.h"
 #include "common/tensor_codec.h"
 #include "tests/server/server_process.h"
@@ -19,16 +20,12 @@ using embedserve::client::Client;
 using embedserve::testing::ServerProcess;
 namespace v1 = embedserve::v1;
 
+using embedserve::testing::Cosine;
+using embedserve::testing::Slurp;
+
 namespace {
 
 const std::string kRef = std::string(EMBEDSERVE_TEST_DATA) + "/openclip-reference/";
-
-std::string Slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 const nlohmann::json& Reference() {
   static const nlohmann::json ref = nlohmann::json::parse(Slurp(kRef + "reference.json"));
@@ -39,16 +36,6 @@ std::vector<float> Values(const v1::Embedding& e) {
   auto decoded = embedserve::DecodeTensor(e.vector());
   REQUIRE(decoded.ok());
   return decoded->values;
-}
-
-double Cosine(const std::vector<float>& a, const std::vector<float>& b) {
-  double dot = 0, na = 0, nb = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    dot += a[i] * b[i];
-    na += a[i] * a[i];
-    nb += b[i] * b[i];
-  }
-  return dot / std::sqrt(na * nb);
 }
 
 ServerProcess& DemoServer() {

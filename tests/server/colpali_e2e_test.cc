@@ -12,6 +12,7 @@
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
+#include "tests/test_util.h"
 #include "client/embedserve_client.h"
 #include "common/tensor_codec.h"
 #include "tests/server/server_process.h"
@@ -20,16 +21,12 @@ using embedserve::client::Client;
 using embedserve::testing::ServerProcess;
 namespace v1 = embedserve::v1;
 
+using embedserve::testing::Cosine;
+using embedserve::testing::Slurp;
+
 namespace {
 
 const std::string kRef = std::string(EMBEDSERVE_TEST_DATA) + "/colpali-reference/";
-
-std::string Slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 const nlohmann::json& Reference() {
   static const nlohmann::json ref = nlohmann::json::parse(Slurp(kRef + "reference.json"));

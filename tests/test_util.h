@@ -1,0 +1,31 @@
+// Small helpers the Catch2 tests share: a file's whole contents, cosine similarity.
+#pragma once
+
+#include <cmath>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace embedserve::testing {
+
+inline std::string Slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+// Cosine of two equally long vectors, accumulated in double.
+template <typename A, typename B>
+double Cosine(const std::vector<A>& a, const std::vector<B>& b) {
+  double dot = 0, na = 0, nb = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    dot += static_cast<double>(a[i]) * static_cast<double>(b[i]);
+    na += static_cast<double>(a[i]) * static_cast<double>(a[i]);
+    nb += static_cast<double>(b[i]) * static_cast<double>(b[i]);
+  }
+  return dot / std::sqrt(na * nb);
+}
+
+}  // namespace embedserve::testing
