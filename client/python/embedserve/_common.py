@@ -186,6 +186,25 @@ class Backoff:
 
 # ---- inputs --------------------------------------------------------------------------------
 
+
+class ClientOptions:
+    """What Client and AsyncClient are configured with (their shared constructor)."""
+
+    def __init__(self, target: str, timeout: Optional[float] = 30.0, token: Optional[str] = None,
+                 retries: int = 3, client_id: Optional[str] = None,
+                 credentials: Optional[grpc.ChannelCredentials] = None,
+                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+                 as_numpy: Optional[bool] = None, backoff: Optional[Backoff] = None):
+        self.target = normalize_target(target)
+        self.timeout = timeout
+        self.token = token
+        self.retries = retries
+        self.client_id = client_id
+        self.credentials = credentials
+        self.max_message_bytes = max_message_bytes
+        self.as_numpy = as_numpy
+        self.backoff = backoff or Backoff()
+
 def image_bytes(image) -> bytes:
     """An encoded image from bytes, a path (str or os.PathLike), a file object, a PIL image or
     an HxW[xC] uint8 numpy array (the last two are written as PNG, lossless)."""

@@ -12,25 +12,15 @@ from . import _common as c
 from .errors import EmbedServeError
 
 
-class AsyncClient:
+class AsyncClient(c.ClientOptions):
     """Like embedserve.Client, with `await` on every method. The grpc.aio channel belongs to
     the event loop and process that first use it; another loop or a forked child gets its
     own. Use `async with AsyncClient(...) as client:` or `await client.close()`."""
 
-    def __init__(self, target: str, timeout: Optional[float] = 30.0, token: Optional[str] = None,
-                 retries: int = 3, client_id: Optional[str] = None,
-                 credentials: Optional[grpc.ChannelCredentials] = None,
-                 max_message_bytes: int = c.DEFAULT_MAX_MESSAGE_BYTES,
-                 as_numpy: Optional[bool] = None, backoff: Optional[c.Backoff] = None):
-        self.target = c.normalize_target(target)
-        self.timeout = timeout
-        self.token = token
-        self.retries = retries
-        self.client_id = client_id
-        self.credentials = credentials
-        self.max_message_bytes = max_message_bytes
-        self.as_numpy = as_numpy
-        self.backoff = backoff or c.Backoff()
+    def __init__(self, target: str, *args, **options):
+        """`options`: see embedserve._common.ClientOptions (timeout, token, retries,
+        client_id, credentials, max_message_bytes, as_numpy, backoff)."""
+        super().__init__(target, *args, **options)
         self._channel = None
         self._owner = None  # (pid, loop) the channel belongs to
         self._callables = {}

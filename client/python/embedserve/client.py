@@ -35,7 +35,7 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-class Client:
+class Client(c.ClientOptions):
     """A thin typed client of an embedserve server.
 
     target: "unix:/path/to.sock" (or just "/path/to.sock") or "host:port".
@@ -50,20 +50,10 @@ class Client:
     Safe to create before fork(): the child makes its own channel on first use. Results are
     numpy arrays when numpy is installed (as_numpy=False for lists)."""
 
-    def __init__(self, target: str, timeout: Optional[float] = 30.0, token: Optional[str] = None,
-                 retries: int = 3, client_id: Optional[str] = None,
-                 credentials: Optional[grpc.ChannelCredentials] = None,
-                 max_message_bytes: int = c.DEFAULT_MAX_MESSAGE_BYTES,
-                 as_numpy: Optional[bool] = None, backoff: Optional[c.Backoff] = None):
-        self.target = c.normalize_target(target)
-        self.timeout = timeout
-        self.token = token
-        self.retries = retries
-        self.client_id = client_id
-        self.credentials = credentials
-        self.max_message_bytes = max_message_bytes
-        self.as_numpy = as_numpy
-        self.backoff = backoff or c.Backoff()
+    def __init__(self, target: str, *args, **options):
+        """`options`: see embedserve._common.ClientOptions (timeout, token, retries,
+        client_id, credentials, max_message_bytes, as_numpy, backoff)."""
+        super().__init__(target, *args, **options)
         self._lock = threading.Lock()
         self._pid = None
         self._channel = None
