@@ -1,8 +1,11 @@
 // OpenCLIP forward throughput at full size (random weights): images/s and texts/s at batch
-// 1, 8 and 32 in float32 and bfloat16, next to the machine's matmul GFLOP/s measured in the
-// same run with the same thread settings, plus a sweep of thread settings at batch 8.
+// 1, 8 and 32 in float32 and bfloat16, next to the device's matmul GFLOP/s measured in the
+// same run with the same thread settings, plus a sweep of thread settings at batch 8 (CPU).
+// On a GPU it also prints images/s with two batches in flight (the executor's overlap of
+// one batch's copy with the previous one's compute) beside one batch at a time.
 //
 //   clip_forward_bench [--architecture ViT-B-32] [--reps 5] [--no-sweep]
+//                      [--device cpu|cuda:0] [--dtypes float32,bfloat16] [--batches 1,8,32]
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -46,17 +49,44 @@ std::string Slurp(const std::string& path) {
   return s.str();
 }
 
-// Median GFLOP/s of an n x n x n matmul in `dtype` under the thread settings in effect.
-double MatmulGflops(at::ScalarType dtype, int reps) {
+// Median GFLOP/s of an n x n x n matmul in `dtype` on `device` under the thread settings
+// in effect (n = 1024 on the CPU, 8192 on a GPU, timed to the host's read of a result).
+double MatmulGflops(at::ScalarType dtype, const at::Device& device, int reps) {
   c10::InferenceMode guard;
-  const int64_t n = 1024;
-  at::Tensor a = at::randn({n, n}).to(dtype), b = at::randn({n, n}).to(dtype);
-  at::matmul(a, b);  // warm
+  const int64_t n = device.is_cpu() ? 1024 : 8192;
+  at::Tensor a = at::randn({n, n}).to(device, dtype), b = at::randn({n, n}).to(device, dtype);
+  at::matmul(a, b).sum().item<float>();  // warm
   std::vector<double> rates;
   for (int i = 0; i < reps; ++i) {
     const double start = Now();
     at::Tensor c = at::matmul(a, b);
+    c.select(0, 0).select(0, 0).item<float>();
     rates.push_back(2.0 * n * n * n / (Now() - start) / 1e9);
+  }
+  return Median(rates);
+}
+
+at::ScalarType DtypeOf(const std::string& name) {
+  if (name == "bfloat16") return at::kBFloat16;
+  if (name == "float16") return at::kHalf;
+  return at::kFloat;
+}
+
+// Images/s with up to two batches in flight (Model::LaunchImages, as the device executor
+// runs them): `rounds` batches per repetition.
+double PipelinedImagesPerSecond(Model& model, const std::vector<const ImageInput*>& ptrs,
+                                int reps, int rounds) {
+  std::vector<double> rates;
+  for (int r = 0; r < reps; ++r) {
+    const double start = Now();
+    std::unique_ptr<embedserve::models::PendingBatch> previous;
+    for (int i = 0; i < rounds; ++i) {
+      auto next = model.LaunchImages(ptrs);
+      if (previous && !previous->Wait().ok()) std::exit(1);
+      previous = std::move(next);
+    }
+    if (!previous->Wait().ok()) std::exit(1);
+    rates.push_back(static_cast<double>(rounds) * ptrs.size() / (Now() - start));
   }
   return Median(rates);
 }
@@ -105,9 +135,12 @@ double TextsPerSecond(Model& model, const std::vector<TextInput>& texts, int bat
   return Median(rates);
 }
 
+std::string g_device = "cpu";
+
 std::unique_ptr<Model> Load(const std::string& dir, const std::string& dtype, int torch_threads,
                             int blas_threads) {
   RuntimeOptions options;
+  options.device = g_device;
   options.dtype = dtype;
   options.torch_threads = torch_threads;
   options.blas_threads = blas_threads;
@@ -129,7 +162,18 @@ int main(int argc, char** argv) {
   app.add_option("--architecture", architecture);
   app.add_option("--reps", reps, "Timed repetitions per figure (the median is printed)");
   app.add_flag("--no-sweep", no_sweep, "Skip the thread-settings sweep");
+  std::vector<std::string> dtypes = {"float32", "bfloat16"};
+  std::vector<int> batches = {1, 8, 32};
+  app.add_option("--device", g_device, "cpu, cuda, cuda:N");
+  app.add_option("--dtypes", dtypes, "Serving dtypes to measure")->delimiter(',');
+  app.add_option("--batches", batches, "Batch sizes to measure")->delimiter(',');
   CLI11_PARSE(app, argc, argv);
+  absl::StatusOr<at::Device> device = embedserve::models::ParseDevice(g_device);
+  if (!device.ok()) {
+    std::fprintf(stderr, "%s\n", device.status().ToString().c_str());
+    return 2;
+  }
+  const bool on_cpu = device->is_cpu();
 
   auto config = oc::NamedArchitecture(architecture);
   if (!config.ok()) {
@@ -155,19 +199,20 @@ int main(int argc, char** argv) {
   const double vision_gflop = VisionGflops(*config);
   std::printf("\n%s: %.2f GFLOP per image (vision tower matmuls), %d hardware threads\n",
               architecture.c_str(), vision_gflop, std::max(1u, std::thread::hardware_concurrency()));
-  std::printf("\n%-9s %-22s %10s %8s %10s %10s %10s %12s\n", "dtype", "threads", "matmul", "batch",
-              "images/s", "%matmul", "texts/s", "texts77/s");
-  std::printf("%-9s %-22s %10s %8s %10s %10s %10s %12s\n", "", "", "GFLOP/s", "", "", "", "(caption)",
-              "(truncated)");
+  std::printf("device %s\n", g_device.c_str());
+  std::printf("\n%-9s %-22s %10s %8s %10s %10s %10s %12s %10s\n", "dtype", "threads", "matmul", "batch",
+              "images/s", "%matmul", "texts/s", "texts77/s", "images/s");
+  std::printf("%-9s %-22s %10s %8s %10s %10s %10s %12s %10s\n", "", "", "GFLOP/s", "", "", "", "(caption)",
+              "(truncated)", "2-in-flight");
 
   struct Setting { std::string dtype; int torch_threads, blas_threads; };
-  std::vector<Setting> settings = {{"float32", 0, 0}, {"bfloat16", 0, 0}};
+  std::vector<Setting> settings;
+  for (const std::string& d : dtypes) settings.push_back({d, 0, 0});
   for (const Setting& s : settings) {
     auto model = Load(dir, s.dtype, s.torch_threads, s.blas_threads);
-    const std::string threads = embedserve::models::ConfigureCpuThreads(
-        {"cpu", s.dtype, s.torch_threads, s.blas_threads},
-        s.dtype == "float32" ? at::kFloat : at::kBFloat16);
-    const double gflops = MatmulGflops(s.dtype == "float32" ? at::kFloat : at::kBFloat16, reps);
+    const std::string threads = on_cpu ? embedserve::models::ConfigureCpuThreads(
+        {"cpu", s.dtype, s.torch_threads, s.blas_threads}, DtypeOf(s.dtype)) : std::string("-");
+    const double gflops = MatmulGflops(DtypeOf(s.dtype), *device, reps);
     Inputs in;
     for (const auto& entry : fs::directory_iterator(images_dir)) {
       auto img = model->PrepareImage(Slurp(entry.path().string()), {});
@@ -176,18 +221,24 @@ int main(int argc, char** argv) {
     std::vector<TextInput> short_texts, long_texts;
     for (const auto& c : captions) short_texts.push_back(*model->PrepareText(c, true));
     long_texts.push_back(*model->PrepareText(long_text, true));
-    for (int batch : {1, 8, 32}) {
+    for (int batch : batches) {
       const double ips = ImagesPerSecond(*model, in, batch, reps);
       const double tps = TextsPerSecond(*model, short_texts, batch, reps);
       const double tps_long = TextsPerSecond(*model, long_texts, batch, reps);
-      std::printf("%-9s %-22s %10.0f %8d %10.1f %9.0f%% %10.1f %12.1f\n", s.dtype.c_str(),
+      double pipelined = 0;
+      if (!on_cpu) {
+        std::vector<const ImageInput*> ptrs;
+        for (int i = 0; i < batch; ++i) ptrs.push_back(&in.images[i % in.images.size()]);
+        pipelined = PipelinedImagesPerSecond(*model, ptrs, reps, 8);
+      }
+      std::printf("%-9s %-22s %10.0f %8d %10.1f %9.0f%% %10.1f %12.1f %10.1f\n", s.dtype.c_str(),
                   threads.c_str(), gflops, batch, ips, 100 * ips * vision_gflop / gflops, tps,
-                  tps_long);
+                  tps_long, pipelined);
       std::fflush(stdout);
     }
   }
 
-  if (!no_sweep) {
+  if (!no_sweep && on_cpu) {
     std::printf("\nthread settings at batch 8 (images/s; the defaults are marked *)\n");
     const int cores = std::max(1u, std::thread::hardware_concurrency());
     std::vector<Setting> sweep = {{"float32", 1, cores}, {"float32", cores, cores},

@@ -2,7 +2,12 @@
 // mid-size random config in float32 and bfloat16, and the effect of mean-pooling page
 // patch vectors (factor x factor blocks) on MaxSim scores and rankings.
 //
-//   colpali_bench [--batch 8] [--repeats 3] [--skip-mid]
+// --full adds ColPali at full size (PaliGemma-3B's SigLIP So400m/14 at 448 px and Gemma-2B,
+// random weights, the reference tokenizer's small vocabulary) and prints its FLOPs per page;
+// it is meant for a GPU (--device cuda).
+//
+//   colpali_bench [--batch 8] [--repeats 3] [--skip-mid] [--full] [--device cpu|cuda:0]
+//                 [--dtypes float32,bfloat16]
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -65,16 +70,37 @@ std::vector<Embedding> EmbedQueries(Model& model, int count) {
   return *model.EmbedTexts(ptrs);
 }
 
-void Throughput(const std::string& name, const std::string& dir, int batch, int repeats) {
-  for (const char* dtype : {"float32", "bfloat16"}) {
+std::string g_device = "cpu";
+std::vector<std::string> g_dtypes = {"float32", "bfloat16"};
+
+// Forward FLOPs of one page (matmuls and attention; 2 per multiply-add).
+double PageFlops(const ColPaliConfig& c, int prompt_tokens) {
+  const double t = c.vision.num_patches(), w = c.vision.hidden_size;
+  const double vision = c.vision.num_hidden_layers *
+                        (2 * t * (4 * w * w + 2 * w * c.vision.intermediate_size) + 4 * t * t * w);
+  const double projector = 2 * t * w * c.text.hidden_size;
+  const double l = t + prompt_tokens, h = c.text.hidden_size, hd = c.text.head_dim;
+  const double heads = c.text.num_attention_heads, kv = c.text.num_key_value_heads;
+  const double per_layer = 2 * l * h * hd * (2 * heads + 2 * kv) +
+                           2 * l * 3 * h * c.text.intermediate_size + 4 * l * l * heads * hd;
+  return vision + projector + c.text.num_hidden_layers * per_layer + 2 * l * h * c.embedding_dim;
+}
+
+// With `config`, also the achieved TFLOP/s, from the FLOPs of a page of the size served.
+void Throughput(const std::string& name, const std::string& dir, int batch, int repeats,
+                const ColPaliConfig* config = nullptr) {
+  for (const std::string& dtype : g_dtypes) {
     RuntimeOptions options;
+    options.device = g_device;
     options.dtype = dtype;
     auto model = LoadColPali(dir, options);
     if (!model.ok()) {
-      std::printf("%s %s: %s\n", name.c_str(), dtype, model.status().ToString().c_str());
+      std::printf("%s %s: %s\n", name.c_str(), dtype.c_str(), model.status().ToString().c_str());
       continue;
     }
-    EmbedPages(**model, batch);  // warm-up
+    const int page_rows = EmbedPages(**model, batch)[0].rows;  // warm-up
+    const double page_flops =
+        config == nullptr ? 0 : PageFlops(*config, page_rows - config->vision.num_patches());
     EmbedQueries(**model, batch);
     auto start = std::chrono::steady_clock::now();
     for (int r = 0; r < repeats; ++r) EmbedPages(**model, batch);
@@ -82,8 +108,12 @@ void Throughput(const std::string& name, const std::string& dir, int batch, int 
     start = std::chrono::steady_clock::now();
     for (int r = 0; r < repeats; ++r) EmbedQueries(**model, batch);
     const double queries = batch * repeats / Seconds(start);
-    std::printf("%-8s %-9s batch %2d: %8.1f pages/s  %8.1f queries/s  (%s)\n", name.c_str(),
-                dtype, batch, pages, queries, (*model)->description().architecture.c_str());
+    std::printf("%-8s %-9s %s batch %2d: %8.1f pages/s  %8.1f queries/s  (%s)", name.c_str(),
+                dtype.c_str(), g_device.c_str(), batch, pages, queries,
+                (*model)->description().architecture.c_str());
+    if (page_flops > 0) std::printf("  %.1f TFLOP/s", pages * page_flops / 1e12);
+    std::printf("\n");
+    std::fflush(stdout);
   }
 }
 
@@ -174,6 +204,10 @@ int main(int argc, char** argv) {
   app.add_option("--batch", batch);
   app.add_option("--repeats", repeats);
   app.add_flag("--skip-mid", skip_mid);
+  bool full = false;
+  app.add_flag("--full", full, "Also the full-size ColPali (random weights; for a GPU)");
+  app.add_option("--device", g_device, "cpu, cuda, cuda:N");
+  app.add_option("--dtypes", g_dtypes, "Serving dtypes")->delimiter(',');
   CLI11_PARSE(app, argc, argv);
 
   const std::string tiny = kRef + "model";
@@ -209,6 +243,41 @@ int main(int argc, char** argv) {
     fs::copy_file(tiny + "/tokenizer.model", dir / "tokenizer.model");
     Throughput("mid", dir.string(), batch, repeats);
     PoolingEffect("mid", dir.string(), c.vision.grid());
+    fs::remove_all(dir);
+  }
+
+  if (full) {
+    // PaliGemma-3B at 448 px (vidore/colpali-v1.3's base): SigLIP So400m/14 (1152 wide,
+    // 27 layers, 4304 MLP) and Gemma-2B (2048 wide, 18 layers, 8 heads over one KV head of
+    // 256, 16384 GeGLU). The vocabulary stays the reference tokenizer's: it only sizes the
+    // embedding table, which a forward reads a few rows of.
+    ColPaliConfig c = *ReadColPaliConfig(tiny);
+    c.vision.hidden_size = 1152;
+    c.vision.intermediate_size = 4304;
+    c.vision.num_hidden_layers = 27;
+    c.vision.num_attention_heads = 16;
+    c.vision.image_size = 448;
+    c.vision.patch_size = 14;
+    c.text.hidden_size = 2048;
+    c.text.intermediate_size = 16384;
+    c.text.num_hidden_layers = 18;
+    c.text.num_attention_heads = 8;
+    c.text.num_key_value_heads = 1;
+    c.text.head_dim = 256;
+    c.projection_dim = 2048;
+    c.embedding_dim = 128;
+    c.preprocess.size = 448;
+    c.preprocess.image_seq_length = c.vision.num_patches();
+    const fs::path dir = fs::temp_directory_path() / "colpali_bench_full";
+    fs::remove_all(dir);
+    if (auto s = WriteRandomCheckpoint(c, dir.string(), "BF16", 1); !s.ok()) {
+      std::printf("full: %s\n", s.ToString().c_str());
+      return 1;
+    }
+    fs::copy_file(tiny + "/tokenizer.model", dir / "tokenizer.model");
+    std::printf("full: %d image tokens per page, %.2f TFLOP per page with a 6-token prompt\n",
+                c.vision.num_patches(), PageFlops(c, 6) / 1e12);
+    Throughput("full", dir.string(), batch, repeats, &c);
     fs::remove_all(dir);
   }
   return 0;

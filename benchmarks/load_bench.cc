@@ -56,6 +56,7 @@ std::string ReadFile(const std::string& path) {
 
 // Scrapes http://127.0.0.1:port/metrics for embedserve_batch_size buckets of `modality`.
 std::string BatchSizeDistribution(int port, const std::string& modality);
+std::string DeviceMemoryLines(int port);
 
 }  // namespace
 
@@ -157,12 +158,16 @@ int main(int argc, char** argv) {
   for (const auto& [message, count] : error_codes) std::printf("  error x%d: %s\n", count, message.c_str());
   std::printf("server batch sizes (%s): %s\n", kind.c_str(),
               BatchSizeDistribution(metrics_port, kind).c_str());
+  if (const std::string memory = DeviceMemoryLines(metrics_port); !memory.empty()) {
+    std::printf("server device memory (metrics):\n%s", memory.c_str());
+  }
   server.StopWith(SIGTERM);
 
   // 3. In-process forward on the same inputs, at several batch sizes.
   embedserve::LoadSettings settings;
   for (const std::string& a : server_args) {
     if (absl::StartsWith(a, "--dtype=")) settings.dtype = a.substr(8);
+    if (absl::StartsWith(a, "--device=")) settings.device = embedserve::ResolveDevice(a.substr(9));
   }
   settings.threads = threads;
   auto model = embedserve::LoadModel(model_dir, settings);
@@ -207,7 +212,7 @@ int main(int argc, char** argv) {
 
 namespace {
 
-std::string BatchSizeDistribution(int port, const std::string& modality) {
+std::string FetchMetrics(int port) {
   const int fd = socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
@@ -221,6 +226,20 @@ std::string BatchSizeDistribution(int port, const std::string& modality) {
   ssize_t n;
   while ((n = recv(fd, buffer, sizeof buffer, 0)) > 0) page.append(buffer, n);
   close(fd);
+  return page;
+}
+
+// The device memory gauges' lines (CUDA only), or "".
+std::string DeviceMemoryLines(int port) {
+  std::string out;
+  for (absl::string_view line : absl::StrSplit(FetchMetrics(port), '\n')) {
+    if (absl::StartsWith(line, "embedserve_device_memory")) absl::StrAppend(&out, "  ", line, "\n");
+  }
+  return out;
+}
+
+std::string BatchSizeDistribution(int port, const std::string& modality) {
+  const std::string page = FetchMetrics(port);
   // Turn cumulative buckets into "le<=N: count" pairs with non-zero counts.
   std::string out;
   long previous = 0;

@@ -6,6 +6,10 @@ this is its compute graph. Prints images/s at batch 1, 8, 32 (median of --reps) 
 default threads and for the best setting found for float32 (1 torch thread over OpenBLAS).
 
   /usr/bin/python3 benchmarks/openclip_torch_baseline.py [--reps 5]
+
+On a GPU (--device cuda, with that machine's PyTorch): the tower in each of --dtypes
+(weights cast, as OpenCLIP's precision="fp16"/"pure_bf16" do), the input copied from host
+memory and the output read back inside the timing, as the server does.
 """
 import argparse
 import time
@@ -51,14 +55,14 @@ class VisionTower(nn.Module):
         return self.ln_post(x[:, 0]) @ self.proj
 
 
-def images_per_second(model, batch, reps):
+def images_per_second(model, batch, reps, device="cpu", dtype=torch.float32):
     x = torch.randn(batch, 3, 224, 224)
     with torch.inference_mode():
-        model(x)
+        model(x.to(device, dtype)).float().cpu()
         times = []
         for _ in range(reps):
             start = time.perf_counter()
-            model(x)
+            model(x.to(device, dtype)).float().cpu()
             times.append(time.perf_counter() - start)
     times.sort()
     return batch / times[len(times) // 2]
@@ -67,9 +71,22 @@ def images_per_second(model, batch, reps):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtypes", default="float32,bfloat16,float16")
+    parser.add_argument("--batches", default="1,8,32")
     args = parser.parse_args()
     torch.manual_seed(0)
     model = VisionTower().eval()
+    if args.device != "cpu":
+        batches = [int(b) for b in args.batches.split(",")]
+        for name in args.dtypes.split(","):
+            dtype = getattr(torch, name)
+            tower = VisionTower().eval().to(args.device, dtype)
+            for batch in batches:
+                rate = images_per_second(tower, batch, args.reps, args.device, dtype)
+                print(f"python torch {torch.__version__} {name} {args.device} batch {batch}: "
+                      f"{rate:.1f} images/s", flush=True)
+        return
     default_threads = torch.get_num_threads()
     for threads in sorted({default_threads, 1}):
         torch.set_num_threads(threads)

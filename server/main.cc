@@ -14,6 +14,7 @@
 #include <fstream>
 #include <memory>
 #include <string>
+#include <algorithm>
 #include <thread>
 #include <vector>
 
@@ -24,6 +25,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "common/log.h"
+#include "server/metrics/device_memory.h"
 #include "server/metrics/http_exporter.h"
 #include "server/metrics/metrics.h"
 #include "server/model_loader.h"
@@ -44,7 +46,7 @@ struct Flags {
   std::string dtype = "float32";
   int threads = 0;
   int blas_threads = 0;
-  int preprocess_threads = 2;
+  int preprocess_threads = 0;
   int preprocess_queue = 4096;
   int max_batch_size = 32;
   int max_queue_delay_us = 2000;
@@ -115,8 +117,8 @@ int Run(int argc, char** argv) {
       ->envname("EMBEDSERVE_THREADS")->check(CLI::Range(0, 1024))->capture_default_str();
   app.add_option("--blas-threads", f.blas_threads, "OpenBLAS pool threads, used by float32 on CPU (0: measured default: all cores for float32, 1 for bfloat16)")
       ->envname("EMBEDSERVE_BLAS_THREADS")->check(CLI::Range(0, 1024))->capture_default_str();
-  app.add_option("--preprocess-threads", f.preprocess_threads, "CPU threads decoding images and tokenizing")
-      ->envname("EMBEDSERVE_PREPROCESS_THREADS")->check(CLI::Range(1, 1024))->capture_default_str();
+  app.add_option("--preprocess-threads", f.preprocess_threads, "CPU threads decoding images and tokenizing (0: one per core)")
+      ->envname("EMBEDSERVE_PREPROCESS_THREADS")->check(CLI::Range(0, 1024))->capture_default_str();
   app.add_option("--preprocess-queue", f.preprocess_queue, "Most preprocessing tasks waiting before calls are refused")
       ->envname("EMBEDSERVE_PREPROCESS_QUEUE")->check(CLI::Range(1, 1 << 24))->capture_default_str();
   app.add_option("--max-batch-size", f.max_batch_size, "Most items in one forward")
@@ -224,7 +226,8 @@ int Run(int argc, char** argv) {
   }
 
   pipeline::PipelineOptions options;
-  options.preprocess_threads = f.preprocess_threads;
+  options.preprocess_threads = f.preprocess_threads > 0
+      ? f.preprocess_threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   options.preprocess_queue = f.preprocess_queue;
   options.image_limits.max_pixels = f.max_image_pixels;
   options.image_limits.max_bytes = f.max_image_bytes;
@@ -333,6 +336,23 @@ int Run(int argc, char** argv) {
   metrics::Global().SetGauge("embedserve_effective_max_batch_size",
                              "Max items per forward now (lowered after out-of-memory, grows back)",
                              [&pipeline] { return pipeline.executor().EffectiveBatchSizes(); });
+  if (metrics::QueryDeviceMemory(settings.device).has_value()) {
+    const std::string device = settings.device;
+    metrics::Global().SetGauge("embedserve_device_memory_total_bytes", "The device's memory",
+                               [device]() -> std::vector<std::pair<metrics::Labels, double>> {
+                                 const auto memory = metrics::QueryDeviceMemory(device);
+                                 if (!memory) return {};
+                                 return {{{{"device", device}}, static_cast<double>(memory->total_bytes)}};
+                               });
+    metrics::Global().SetGauge("embedserve_device_memory_used_bytes",
+                               "Device memory in use (by this process and any other)",
+                               [device]() -> std::vector<std::pair<metrics::Labels, double>> {
+                                 const auto memory = metrics::QueryDeviceMemory(device);
+                                 if (!memory) return {};
+                                 return {{{{"device", device}},
+                                          static_cast<double>(memory->total_bytes - memory->free_bytes)}};
+                               });
+  }
   if (!f.metrics_listen.empty()) {
     absl::StatusOr<std::unique_ptr<metrics::HttpExporter>> started =
         metrics::HttpExporter::Start(f.metrics_listen, &metrics::Global());

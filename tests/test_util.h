@@ -1,13 +1,22 @@
-// Small helpers the Catch2 tests share: a file's whole contents, cosine similarity.
+// Small helpers the Catch2 tests share: a file's whole contents, cosine similarity, the
+// device model tests run on.
 #pragma once
 
 #include <cmath>
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 #include <string>
 #include <vector>
 
 namespace embedserve::testing {
+
+// The device model tests run on: $EMBEDSERVE_TEST_DEVICE ("cuda:0" on a GPU machine), else
+// "cpu" (what CI has).
+inline std::string TestDevice() {
+  const char* device = std::getenv("EMBEDSERVE_TEST_DEVICE");
+  return device != nullptr && *device != '\0' ? device : "cpu";
+}
 
 inline std::string Slurp(const std::string& path) {
   std::ifstream in(path, std::ios::binary);

@@ -5,8 +5,10 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
@@ -49,6 +51,14 @@ struct Embedding {
   std::vector<float> values;
 };
 
+// A borrowed row-major [rows x dim] float matrix (a query's or a document's vectors); the
+// caller keeps `data` alive for the call it is passed to.
+struct RowsView {
+  const float* data = nullptr;
+  int rows = 0;
+  int dim = 0;
+};
+
 // A text as the model's tokenizer sees it (the Tokenize RPC).
 struct Tokenization {
   std::vector<int32_t> ids;
@@ -60,6 +70,29 @@ struct Tokenization {
 struct ImageLimits {
   int64_t max_pixels = 64LL * 1024 * 1024;  // width * height of the encoded image
   int64_t max_bytes = 32LL * 1024 * 1024;   // encoded size
+};
+
+// A batch whose device work has been queued (Model::LaunchTexts/LaunchImages). Wait() blocks
+// until the device is done with it and returns one Embedding per input, in order (or the
+// forward's failure). Used on the executor thread only; Wait() is called once.
+class PendingBatch {
+ public:
+  virtual ~PendingBatch() = default;
+  // True when Wait() would not block (a synchronous device finished at launch).
+  virtual bool done() const = 0;
+  virtual absl::StatusOr<std::vector<Embedding>> Wait() = 0;
+};
+
+// A PendingBatch that is already finished (what a synchronous device returns).
+class FinishedBatch : public PendingBatch {
+ public:
+  explicit FinishedBatch(absl::StatusOr<std::vector<Embedding>> outputs)
+      : outputs_(std::move(outputs)) {}
+  bool done() const override { return true; }
+  absl::StatusOr<std::vector<Embedding>> Wait() override { return std::move(outputs_); }
+
+ private:
+  absl::StatusOr<std::vector<Embedding>> outputs_;
 };
 
 // Contract:
@@ -93,6 +126,32 @@ class Model {
       absl::Span<const TextInput* const> texts) = 0;
   virtual absl::StatusOr<std::vector<Embedding>> EmbedImages(
       absl::Span<const ImageInput* const> images) = 0;
+
+  // Late-interaction scores on the model's device: for each document, for each query row the
+  // best dot product over the document's rows, summed over query rows (pipeline::MaxSim's
+  // definition, computed in float32). Returns one score per document, in order. Called only
+  // from the executor thread, like EmbedTexts; the views are read during the call only.
+  // Documents with no rows and a query with no rows score 0; a document with rows whose dim
+  // differs from the query's is INVALID_ARGUMENT. libtorch failures as for EmbedTexts. The
+  // default is UNIMPLEMENTED (the caller may then score on the host).
+  virtual absl::StatusOr<std::vector<float>> MaxSim(const RowsView& query,
+                                                    absl::Span<const RowsView> documents) {
+    (void)query;
+    (void)documents;
+    return absl::UnimplementedError("this model family does not score MaxSim on its device");
+  }
+
+  // The same forwards in two phases, so the executor can queue the next batch while the
+  // device still runs this one (CUDA: its input copy overlaps this batch's compute). Launch
+  // copies what it needs out of the inputs before returning. A failure to launch (bad input,
+  // out of memory) is returned here; a failure while running comes from Wait(). The default
+  // runs the forward now and returns a finished batch.
+  virtual std::unique_ptr<PendingBatch> LaunchTexts(absl::Span<const TextInput* const> texts) {
+    return std::make_unique<FinishedBatch>(EmbedTexts(texts));
+  }
+  virtual std::unique_ptr<PendingBatch> LaunchImages(absl::Span<const ImageInput* const> images) {
+    return std::make_unique<FinishedBatch>(EmbedImages(images));
+  }
 };
 
 }  // namespace embedserve::models

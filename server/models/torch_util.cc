@@ -3,12 +3,17 @@
 
 #include <dlfcn.h>
 
+#include <chrono>
 #include <cstring>
 #include <new>
 #include <thread>
 
 #include <ATen/Parallel.h>
+#include <c10/core/Event.h>
+#include <c10/core/StreamGuard.h>
+#include <c10/core/impl/VirtualGuardImpl.h>
 #include <torch/cuda.h>
+#include <torch/version.h>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -169,11 +174,106 @@ at::Tensor Fp32LayerNorm::forward(const at::Tensor& x) const {
 
 at::Tensor Attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                      const at::Tensor& mask) {
+#if TORCH_VERSION_MAJOR >= 2
+  // libtorch 2.x on a GPU: the fused kernels (flash / memory-efficient attention), which
+  // accumulate in float32 like the path below.
+  if (!q.is_cpu()) {
+    return mask.defined() ? at::scaled_dot_product_attention(q, k, v, mask.to(q.scalar_type()))
+                          : at::scaled_dot_product_attention(q, k, v);
+  }
+#endif
   const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
   at::Tensor scores = at::matmul(q * scale, k.transpose(-2, -1));
   if (mask.defined()) scores = scores + mask;
   at::Tensor weights = at::softmax(scores, -1, at::kFloat).to(q.scalar_type());
   return at::matmul(weights, v);
+}
+
+at::Tensor NewHostTensor(at::IntArrayRef sizes, at::ScalarType dtype, const at::Device& device) {
+  return at::empty(sizes, at::TensorOptions().dtype(dtype).pinned_memory(!device.is_cpu()));
+}
+
+at::Tensor StageToDevice(const at::Tensor& host, const at::Device& device) {
+  if (device.is_cpu()) return host;
+  // Only the device-generic c10 stream/event API is used, so this builds against a CPU-only
+  // libtorch and runs with whatever device backend the runtime libtorch registers.
+  const c10::impl::VirtualGuardImpl impl(device.type());
+  const c10::Stream compute = impl.getStream(device);
+  const c10::Stream copy = impl.getStreamFromGlobalPool(device, /*isHighPriority=*/false);
+  const at::Tensor pinned = host.is_pinned() ? host : host.pin_memory();
+  // Allocated while the compute stream is current: the caching allocator ties the block to
+  // the stream that uses it; the copy stream only writes it before the compute stream reads.
+  at::Tensor on_device = at::empty(host.sizes(), host.options().device(device).pinned_memory(false));
+  {
+    const c10::StreamGuard on_copy_stream(copy);
+    on_device.copy_(pinned, /*non_blocking=*/true);
+  }
+  c10::Event copied(device.type());
+  copied.record(copy);
+  copied.block(compute);
+  return on_device;
+}
+
+namespace {
+
+// A batch whose output is on its way to pinned host memory.
+class DeviceBatch : public PendingBatch {
+ public:
+  DeviceBatch(std::string what, at::Tensor host_output, c10::Event done,
+              std::function<std::vector<Embedding>(const at::Tensor&)> convert)
+      : what_(std::move(what)), host_output_(std::move(host_output)), done_(std::move(done)),
+        convert_(std::move(convert)) {}
+
+  bool done() const override { return done_.query(); }
+
+  absl::StatusOr<std::vector<Embedding>> Wait() override {
+    std::vector<Embedding> result;
+    absl::Status status = GuardTorch(what_, [&] {
+      // c10::Event has no blocking wait in every libtorch version: poll (one cudaEventQuery
+      // each), yielding at first and then sleeping in short steps.
+      for (int polls = 0; !done_.query(); ++polls) {
+        if (polls < 64) {
+          std::this_thread::yield();
+        } else {
+          std::this_thread::sleep_for(std::chrono::microseconds(20));
+        }
+      }
+      c10::InferenceMode inference;
+      result = convert_(host_output_);
+    });
+    if (!status.ok()) return status;
+    return result;
+  }
+
+ private:
+  const std::string what_;
+  const at::Tensor host_output_;
+  c10::Event done_;
+  const std::function<std::vector<Embedding>(const at::Tensor&)> convert_;
+};
+
+}  // namespace
+
+std::unique_ptr<PendingBatch> LaunchBatch(
+    const std::string& what, const at::Device& device, const std::function<at::Tensor()>& forward,
+    std::function<std::vector<Embedding>(const at::Tensor& host_output)> convert) {
+  std::unique_ptr<PendingBatch> pending;
+  absl::Status status = GuardTorch(what, [&] {
+    c10::InferenceMode inference;
+    const at::Tensor output = forward().to(at::kFloat);
+    if (device.is_cpu()) {
+      pending = std::make_unique<FinishedBatch>(convert(output.contiguous()));
+      return;
+    }
+    at::Tensor host = NewHostTensor(output.sizes(), at::kFloat, device);
+    host.copy_(output, /*non_blocking=*/true);
+    const c10::impl::VirtualGuardImpl impl(device.type());
+    c10::Event done(device.type());
+    done.record(impl.getStream(device));
+    pending = std::make_unique<DeviceBatch>(what, std::move(host), std::move(done), std::move(convert));
+  });
+  if (!status.ok()) return std::make_unique<FinishedBatch>(status);
+  return pending;
 }
 
 absl::Status GuardTorch(const std::string& what, const std::function<void()>& body) {

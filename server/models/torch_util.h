@@ -12,6 +12,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "server/models/model.h"
 #include "server/models/runtime_options.h"
 #include "server/models/safetensors.h"
 
@@ -64,9 +65,27 @@ struct Fp32LayerNorm : torch::nn::Module {
 };
 
 // Scaled dot-product attention over [batch, heads, tokens, head_dim]; `mask` is additive
-// ([tokens, tokens] or broadcastable) or undefined. Softmax runs in float32.
+// ([tokens, tokens] or broadcastable) or undefined. Softmax runs in float32. With libtorch
+// 2.x on a GPU it is the fused scaled_dot_product_attention.
 at::Tensor Attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                      const at::Tensor& mask);
+
+// Host memory for a batch's inputs: page-locked when `device` is not the CPU, so that its copy
+// to the device runs asynchronously.
+at::Tensor NewHostTensor(at::IntArrayRef sizes, at::ScalarType dtype, const at::Device& device);
+
+// `host` on `device`. CPU: `host` itself. Otherwise the copy is queued on a side stream
+// (through pinned staging when `host` is not pinned) and the current stream waits for it on
+// the device, not on the host: the copy overlaps the compute queued before it.
+at::Tensor StageToDevice(const at::Tensor& host, const at::Device& device);
+
+// Launches one batch: `forward` queues the device work and returns the device output;
+// `convert` turns the output, copied to host float32, into embeddings. CPU: all of it runs
+// now. Other devices: the output's copy back is queued without blocking, and the returned
+// batch's Wait() waits for it, then converts. Exceptions become statuses (GuardTorch).
+std::unique_ptr<PendingBatch> LaunchBatch(
+    const std::string& what, const at::Device& device, const std::function<at::Tensor()>& forward,
+    std::function<std::vector<Embedding>(const at::Tensor& host_output)> convert);
 
 // Runs `body`, turning libtorch exceptions into INTERNAL (RESOURCE_EXHAUSTED for out of
 // memory), with `what` in the message.

@@ -2,6 +2,7 @@
 #include "server/pipeline/device_executor.h"
 
 #include <algorithm>
+#include <optional>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -41,6 +42,7 @@ struct DeviceExecutor::Queue {
   Modality modality;
   BatchQueue items;
   bool retiring = false;
+  int in_flight = 0;  // launched batches not yet finished (changed under mu_)
   metrics::Labels labels;
   metrics::Histogram* batch_size;
   metrics::Histogram* inference;
@@ -113,26 +115,49 @@ int DeviceExecutor::QueueDepth(int queue_id) const {
   return it == queues_.end() ? 0 : it->second->items.size();
 }
 
+absl::Status DeviceExecutor::Post(std::function<void()> task) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) return absl::UnavailableError("the server is shutting down");
+    tasks_.push_back(std::move(task));
+  }
+  wake_.notify_one();
+  return absl::OkStatus();
+}
+
+// At most two batches are out at once: the executor launches the next ready batch before
+// waiting for the one on the device, so on an asynchronous device (CUDA) the next batch's
+// input copy and launch overlap the current one's compute. A synchronous device (CPU)
+// finishes a batch at launch, and it is completed at once.
 void DeviceExecutor::RunLoop() {
+  std::optional<Launched> in_flight;
   while (true) {
     Queue* chosen = nullptr;
+    std::function<void()> task;
     std::vector<std::unique_ptr<Queue>> retired;
     std::vector<QueuedItem> batch;
     std::vector<QueuedItem> skipped;
+    bool finish_in_flight = false;
     {
       std::unique_lock<std::mutex> lock(mu_);
-      while (chosen == nullptr) {
+      while (chosen == nullptr && !task && !finish_in_flight) {
         const absl::Time now = absl::Now();
         absl::Time wake = absl::InfiniteFuture();
         bool any_items = false;
         // Retired queues that drained are dropped here (their models freed after unlock).
         for (auto it = queues_.begin(); it != queues_.end();) {
-          if (it->second->retiring && it->second->items.empty()) {
+          if (it->second->retiring && it->second->items.empty() &&
+              it->second->in_flight == 0) {
             retired.push_back(std::move(it->second));
             it = queues_.erase(it);
           } else {
             ++it;
           }
+        }
+        if (!tasks_.empty()) {
+          task = std::move(tasks_.front());
+          tasks_.pop_front();
+          break;
         }
         // Round-robin: start after the queue served last, wrap around.
         auto start = queues_.upper_bound(last_served_);
@@ -153,6 +178,11 @@ void DeviceExecutor::RunLoop() {
           }
         }
         if (chosen != nullptr) break;
+        // Nothing to launch: finish the batch on the device rather than sleep.
+        if (in_flight) {
+          finish_in_flight = true;
+          break;
+        }
         if (stopping_ && !any_items) return;
         if (!retired.empty()) {
           // Free drained retired models now (outside the lock), not after the next batch:
@@ -162,44 +192,79 @@ void DeviceExecutor::RunLoop() {
           lock.lock();
           continue;
         }
-        // Sleep until a batch may be ready or the queues change (Enqueue, RetireQueue and
-        // Stop notify; a spurious wake-up just re-evaluates).
+        // Sleep until a batch may be ready or the queues change (Enqueue, RetireQueue, Post
+        // and Stop notify; a spurious wake-up just re-evaluates).
         if (wake == absl::InfiniteFuture()) {
           wake_.wait(lock);
         } else {
           wake_.wait_until(lock, absl::ToChronoTime(wake));
         }
       }
-      batch = chosen->items.TakeBatch(absl::Now(), &skipped);
+      if (chosen != nullptr) {
+        batch = chosen->items.TakeBatch(absl::Now(), &skipped);
+        if (!batch.empty()) ++chosen->in_flight;
+      }
+    }
+    retired.clear();
+    if (task) {
+      task();
+      continue;
+    }
+    if (finish_in_flight) {
+      Finish(*std::move(in_flight));
+      in_flight.reset();
+      continue;
     }
     // Items skipped for cancellation or deadline: complete their calls (idempotent).
     chosen->skipped->Add(skipped.size());
     for (QueuedItem& item : skipped) item.call->Cancel();
-    RunBatch(*chosen, std::move(batch));
+    if (batch.empty()) continue;
+    Launched launched = Launch(*chosen, std::move(batch));
+    if (in_flight) {
+      Finish(*std::move(in_flight));
+      in_flight.reset();
+    }
+    if (launched.pending->done()) {
+      Finish(std::move(launched));
+    } else {
+      in_flight = std::move(launched);
+    }
   }
 }
 
-void DeviceExecutor::RunBatch(Queue& queue, std::vector<QueuedItem> batch) {
-  if (batch.empty()) return;
-  const absl::Time start = absl::Now();
+DeviceExecutor::Launched DeviceExecutor::Launch(Queue& queue, std::vector<QueuedItem> batch) {
+  Launched launched;
+  launched.queue = &queue;
+  launched.start = absl::Now();
   for (QueuedItem& item : batch) {
-    item.call->NoteQueueTime(start - item.enqueued);
-    queue.queue_wait->Observe(absl::ToDoubleSeconds(start - item.enqueued));
+    item.call->NoteQueueTime(launched.start - item.enqueued);
+    queue.queue_wait->Observe(absl::ToDoubleSeconds(launched.start - item.enqueued));
   }
-
-  absl::StatusOr<std::vector<models::Embedding>> outputs;
   if (queue.modality == Modality::kText) {
     std::vector<const models::TextInput*> inputs;
     inputs.reserve(batch.size());
     for (QueuedItem& item : batch) inputs.push_back(&item.call->text(item.index));
-    outputs = queue.model->EmbedTexts(inputs);
+    launched.pending = queue.model->LaunchTexts(inputs);
   } else {
     std::vector<const models::ImageInput*> inputs;
     inputs.reserve(batch.size());
     for (QueuedItem& item : batch) inputs.push_back(&item.call->image(item.index));
-    outputs = queue.model->EmbedImages(inputs);
+    launched.pending = queue.model->LaunchImages(inputs);
   }
-  const absl::Duration inference = absl::Now() - start;
+  launched.batch = std::move(batch);
+  return launched;
+}
+
+void DeviceExecutor::Finish(Launched launched) {
+  Queue& queue = *launched.queue;
+  std::vector<QueuedItem>& batch = launched.batch;
+  absl::StatusOr<std::vector<models::Embedding>> outputs = launched.pending->Wait();
+  launched.pending.reset();
+  const absl::Duration inference = absl::Now() - launched.start;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    --queue.in_flight;
+  }
   if (outputs.ok() && outputs->size() != batch.size()) {
     outputs = absl::InternalError(absl::StrCat("the model returned ", outputs->size(),
                                                " outputs for a batch of ", batch.size()));

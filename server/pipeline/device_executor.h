@@ -4,6 +4,8 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
+#include <functional>
 #include <string>
 #include <map>
 #include <memory>
@@ -47,6 +49,9 @@ class DeviceExecutor {
   void Stop();
 
   absl::Status Enqueue(int queue_id, QueuedItem item);
+  // Runs `task` on the executor thread, between batches and before any batch not yet taken
+  // (device work other than forwards, such as MaxSim scoring). UNAVAILABLE once stopping.
+  absl::Status Post(std::function<void()> task);
   int QueueDepth(int queue_id) const;
   // Items waiting per queue, labelled by model and modality (for the queue depth gauge).
   std::vector<std::pair<metrics::Labels, double>> QueueDepths() const;
@@ -59,8 +64,17 @@ class DeviceExecutor {
  private:
   struct Queue;
 
+  // A batch handed to the model whose outputs have not been collected yet.
+  struct Launched {
+    Queue* queue = nullptr;
+    std::vector<QueuedItem> batch;
+    std::unique_ptr<models::PendingBatch> pending;
+    absl::Time start;
+  };
+
   void RunLoop();
-  void RunBatch(Queue& queue, std::vector<QueuedItem> batch);
+  Launched Launch(Queue& queue, std::vector<QueuedItem> batch);
+  void Finish(Launched launched);
 
   // std::mutex rather than absl::Mutex: ThreadSanitizer cannot see through Debian's
   // uninstrumented absl build (the pipeline runs under TSan in CI).
@@ -69,7 +83,8 @@ class DeviceExecutor {
   std::map<int, std::unique_ptr<Queue>> queues_ ABSL_GUARDED_BY(mu_);
   int next_id_ ABSL_GUARDED_BY(mu_) = 0;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
-  int last_served_ ABSL_GUARDED_BY(mu_) = -1;  // round-robin position (a queue id)
+  int last_served_ ABSL_GUARDED_BY(mu_) = -1;
+  std::deque<std::function<void()>> tasks_ ABSL_GUARDED_BY(mu_);  // round-robin position (a queue id)
   std::thread thread_;
 };
 

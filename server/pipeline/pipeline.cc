@@ -307,4 +307,31 @@ void Pipeline::Prepare(const ServingModel& model, const std::shared_ptr<EmbedCal
   if (!status.ok()) call->Fail(status);
 }
 
+void Pipeline::ScoreMaxSim(std::shared_ptr<ServingModel> model, MatrixView query,
+                           std::vector<MatrixView> documents,
+                           std::function<void(absl::StatusOr<std::vector<float>>)> done) {
+  struct Job {
+    std::shared_ptr<ServingModel> model;
+    MatrixView query;
+    std::vector<MatrixView> documents;
+    std::function<void(absl::StatusOr<std::vector<float>>)> done;
+  };
+  auto job = std::make_shared<Job>(Job{std::move(model), query, std::move(documents), std::move(done)});
+  absl::Status posted = executor_.Post([job] {
+    absl::StatusOr<std::vector<float>> scores = absl::UnimplementedError("host");
+    if (job->model->description.device != "cpu") {
+      std::vector<models::RowsView> documents;
+      documents.reserve(job->documents.size());
+      for (const MatrixView& d : job->documents) documents.push_back({d.data, d.rows, d.dim});
+      scores = job->model->model->MaxSim({job->query.data, job->query.rows, job->query.dim},
+                                         documents);
+    }
+    if (scores.status().code() == absl::StatusCode::kUnimplemented) {
+      scores = MaxSimBatch(job->query, job->documents);
+    }
+    job->done(std::move(scores));
+  });
+  if (!posted.ok()) job->done(posted);
+}
+
 }  // namespace embedserve::pipeline

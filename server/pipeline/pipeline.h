@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <initializer_list>
 #include <map>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -17,6 +18,7 @@
 #include "server/models/model.h"
 #include "server/pipeline/batch_queue.h"
 #include "server/pipeline/device_executor.h"
+#include "server/pipeline/scoring.h"
 #include "server/pipeline/embed_call.h"
 #include "server/pipeline/thread_pool.h"
 
@@ -129,6 +131,16 @@ class Pipeline {
   // synthetic inputs, through the executor, and waits for them. Call after SetReady and
   // before reporting the model SERVING.
   absl::Status Warmup(absl::string_view name);
+
+  // MaxSim of `query` against every document (pipeline::MaxSim's definition), run by the
+  // device executor between batches: on the model's device through Model::MaxSim, or with
+  // the host BLAS path (MaxSimBatch) when the model is on the CPU, where it is the faster of
+  // the two, or its family has no device MaxSim. `done` receives the scores, in order, on the
+  // executor thread (UNAVAILABLE if the pipeline is stopping); the views must stay valid
+  // until then, e.g. owned by what `done` holds.
+  void ScoreMaxSim(std::shared_ptr<ServingModel> model, MatrixView query,
+                   std::vector<MatrixView> documents,
+                   std::function<void(absl::StatusOr<std::vector<float>>)> done);
 
   const PipelineOptions& options() const { return options_; }
   DeviceExecutor& executor() { return executor_; }

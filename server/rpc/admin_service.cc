@@ -2,13 +2,12 @@
 // scans) and the AdminService handlers, registered through a ServerBuilder plugin.
 #include "server/rpc/admin_service.h"
 
-#include <dlfcn.h>
-
 #include <algorithm>
 #include <atomic>
 #include <filesystem>
 #include <fstream>
 #include <mutex>
+#include <optional>
 #include <sstream>
 
 #include <grpcpp/impl/server_builder_plugin.h>
@@ -18,6 +17,7 @@
 #include "absl/strings/str_format.h"
 #include "common/log.h"
 #include "common/status.h"
+#include "server/metrics/device_memory.h"
 #include "server/rpc/model_service.h"
 
 namespace embedserve::rpc {
@@ -88,27 +88,10 @@ int64_t MemAvailableBytes() {
 }
 
 int64_t CudaFreeBytes(const std::string& device) {
-  int index = 0;
-  if (device.size() > 5 && device.compare(0, 5, "cuda:") == 0) {
-    index = std::atoi(device.c_str() + 5);
-  }
-  void* handle = nullptr;
-  for (const char* name : {"libcudart.so", "libcudart.so.12", "libcudart.so.11.0"}) {
-    handle = dlopen(name, RTLD_NOW | RTLD_LOCAL);
-    if (handle != nullptr) break;
-  }
-  if (handle == nullptr) return 0;
-  using SetDevice = int (*)(int);
-  using MemGetInfo = int (*)(size_t*, size_t*);
-  auto set_device = reinterpret_cast<SetDevice>(dlsym(handle, "cudaSetDevice"));
-  auto mem_get_info = reinterpret_cast<MemGetInfo>(dlsym(handle, "cudaMemGetInfo"));
-  size_t free_bytes = 0, total_bytes = 0;
-  if (set_device == nullptr || mem_get_info == nullptr || set_device(index) != 0 ||
-      mem_get_info(&free_bytes, &total_bytes) != 0) {
-    return 0;  // the handle stays open: the CUDA runtime does not like being unloaded
-  }
-  const int64_t margin = static_cast<int64_t>(total_bytes / 20);
-  return std::max<int64_t>(1, static_cast<int64_t>(free_bytes) - margin);
+  const std::optional<metrics::DeviceMemory> memory = metrics::QueryDeviceMemory(device);
+  if (!memory.has_value()) return 0;
+  const int64_t margin = memory->total_bytes / 20;
+  return std::max<int64_t>(1, memory->free_bytes - margin);
 }
 
 }  // namespace

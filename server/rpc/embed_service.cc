@@ -3,6 +3,7 @@
 
 #include <deque>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -419,22 +420,33 @@ grpc::ServerUnaryReactor* EmbedServiceImpl::Rerank(grpc::CallbackServerContext* 
   }
 
   const int top_k = request->has_top_k() ? request->top_k() : 0;
-  auto finish = [response, model, rows, top_k](UnaryCallReactor* reactor, const pipeline::CallTimings* timings) {
-    const Rows& query = (*rows)[0];
-    // One batched MaxSim over every candidate (a dot product for single vectors).
+  pipeline::Pipeline* pipeline = pipeline_;
+  auto finish = [response, model, rows, top_k, pipeline](UnaryCallReactor* reactor,
+                                                          const pipeline::CallTimings* timings) {
+    // One batched MaxSim over every candidate (a dot product for single vectors), on the
+    // model's device by the executor; the callback keeps `rows` alive until it has run.
     std::vector<pipeline::MatrixView> candidates;
     candidates.reserve(rows->size() - 1);
     for (size_t i = 1; i < rows->size(); ++i) candidates.push_back((*rows)[i].view());
-    std::vector<float> scores = pipeline::MaxSimBatch(query.view(), candidates);
-    response->set_model(model->name);
-    response->set_scoring(model->description.scoring);
-    for (int index : pipeline::TopK(scores, top_k)) {
-      v1::RerankResult* result = response->add_results();
-      result->set_index(index);
-      result->set_score(scores[index]);
-    }
-    if (timings != nullptr) EncodeTimings(*timings, response->mutable_timing());
-    reactor->FinishWith(absl::OkStatus());
+    std::optional<pipeline::CallTimings> call_timings;
+    if (timings != nullptr) call_timings = *timings;
+    pipeline->ScoreMaxSim(
+        model, (*rows)[0].view(), std::move(candidates),
+        [response, model, rows, top_k, reactor, call_timings](absl::StatusOr<std::vector<float>> scores) {
+          if (!scores.ok()) {
+            reactor->FinishWith(scores.status());
+            return;
+          }
+          response->set_model(model->name);
+          response->set_scoring(model->description.scoring);
+          for (int index : pipeline::TopK(*scores, top_k)) {
+            v1::RerankResult* result = response->add_results();
+            result->set_index(index);
+            result->set_score((*scores)[index]);
+          }
+          if (call_timings.has_value()) EncodeTimings(*call_timings, response->mutable_timing());
+          reactor->FinishWith(absl::OkStatus());
+        });
   };
 
   if (inputs.empty()) {

@@ -62,6 +62,7 @@ fs::path TempDir(const std::string& name) {
 std::unique_ptr<Model> Load(const std::string& dir, const std::string& dtype = "float32",
                             ColPaliOptions colpali = {}) {
   RuntimeOptions options;
+  options.device = embedserve::testing::TestDevice();
   options.dtype = dtype;
   auto model = LoadColPali(dir, options, colpali);
   INFO(model.status().ToString());

@@ -587,3 +587,118 @@ TEST_CASE("out of memory on a single item: the limit floors at 1 and the executo
 }
 
 }  // namespace embedserve::pipeline
+
+// Two-phase forwards: the executor launches the next ready batch before it waits for the one
+// on the device (copy/compute overlap on CUDA), and device tasks run on the executor thread.
+namespace embedserve::pipeline {
+namespace {
+
+// A FakeModel whose batches stay "on the device" until Wait(); records launches and waits.
+class AsyncModel : public FakeModel {
+ public:
+  class Pending : public models::PendingBatch {
+   public:
+    Pending(AsyncModel* model, int number, absl::StatusOr<std::vector<models::Embedding>> out)
+        : model_(model), number_(number), out_(std::move(out)) {}
+    bool done() const override { return false; }
+    absl::StatusOr<std::vector<models::Embedding>> Wait() override {
+      model_->Log("wait " + std::to_string(number_));
+      return std::move(out_);
+    }
+
+   private:
+    AsyncModel* model_;
+    int number_;
+    absl::StatusOr<std::vector<models::Embedding>> out_;
+  };
+
+  std::unique_ptr<models::PendingBatch> LaunchTexts(
+      absl::Span<const models::TextInput* const> texts) override {
+    const int number = ++launches_;
+    Log("launch " + std::to_string(number));
+    return std::make_unique<Pending>(this, number, FakeModel::EmbedTexts(texts));
+  }
+  void Log(std::string event) {
+    std::lock_guard<std::mutex> lock(log_mu);
+    log.push_back(std::move(event));
+  }
+  std::vector<std::string> Events() {
+    std::lock_guard<std::mutex> lock(log_mu);
+    return log;
+  }
+
+  std::mutex log_mu;
+  std::vector<std::string> log;
+  int launches_ = 0;  // executor thread only
+};
+
+}  // namespace
+
+TEST_CASE("the executor launches the next batch before waiting for the one on the device") {
+  PipelineOptions options;
+  options.text_policy = BatchPolicy{1, absl::ZeroDuration(), 100, 0};
+  options.preprocess_threads = 2;
+  Pipeline pipeline(options);
+  auto owned = std::make_unique<AsyncModel>();
+  AsyncModel* model = owned.get();
+  pipeline.AddLoading("async", "memory");
+  pipeline.SetReady("async", std::move(owned));
+  pipeline.Start();
+  std::shared_ptr<ServingModel> entry = *pipeline.FindReady("async");
+
+  // A device task holds the executor until all three items are queued.
+  Notification gate, task_running;
+  REQUIRE(pipeline.executor().Post([&] {
+    task_running.Notify();
+    gate.WaitForNotification();
+  }).ok());
+  REQUIRE(task_running.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  Outcome outcome;
+  pipeline.Submit(entry, MakeCall({"3", "1", "2"}, &outcome));
+  for (int i = 0; i < 1000 && pipeline.executor().QueueDepth(entry->text_queue) < 3; ++i) {
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  REQUIRE(pipeline.executor().QueueDepth(entry->text_queue) == 3);
+  gate.Notify();
+  REQUIRE(outcome.done.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  REQUIRE(outcome.status.ok());
+  // Batches of one, in order; each result is its own text's (N tokens -> first value N).
+  REQUIRE(outcome.results.size() == 3);
+  CHECK(outcome.results[0].values[0] == 3.f);
+  CHECK(outcome.results[1].values[0] == 1.f);
+  CHECK(outcome.results[2].values[0] == 2.f);
+  CHECK(model->Events() == std::vector<std::string>{"launch 1", "launch 2", "wait 1", "launch 3",
+                                                    "wait 2", "wait 3"});
+  pipeline.Stop();
+}
+
+TEST_CASE("device tasks run on the executor in order, and none is taken once stopping") {
+  PipelineOptions options;
+  Pipeline pipeline(options);
+  pipeline.Start();
+  std::mutex mu;
+  std::vector<int> order;
+  std::vector<std::thread::id> threads;
+  Notification last;
+  for (int i = 0; i < 5; ++i) {
+    REQUIRE(pipeline.executor().Post([&, i] {
+      std::lock_guard<std::mutex> lock(mu);
+      order.push_back(i);
+      threads.push_back(std::this_thread::get_id());
+      if (i == 4) last.Notify();
+    }).ok());
+  }
+  REQUIRE(last.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    CHECK(order == std::vector<int>{0, 1, 2, 3, 4});
+    for (const auto& id : threads) {
+      CHECK(id == threads[0]);
+      CHECK(id != std::this_thread::get_id());
+    }
+  }
+  pipeline.Stop();
+  CHECK(pipeline.executor().Post([] {}).code() == absl::StatusCode::kUnavailable);
+}
+
+}  // namespace embedserve::pipeline

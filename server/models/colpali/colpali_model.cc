@@ -21,6 +21,7 @@
 #include "server/image/decode.h"
 #include "server/models/colpali/colpali_modules.h"
 #include "server/models/colpali/colpali_tokenizer.h"
+#include "server/models/maxsim_torch.h"
 #include "server/models/safetensors.h"
 #include "server/models/torch_util.h"
 
@@ -154,81 +155,91 @@ class ColPaliModel final : public Model {
 
   absl::StatusOr<std::vector<Embedding>> EmbedTexts(
       absl::Span<const TextInput* const> texts) override {
-    std::vector<Embedding> result;
-    if (texts.empty()) return result;
+    return LaunchTexts(texts)->Wait();
+  }
+
+  absl::StatusOr<std::vector<Embedding>> EmbedImages(
+      absl::Span<const ImageInput* const> images) override {
+    return LaunchImages(images)->Wait();
+  }
+
+  std::unique_ptr<PendingBatch> LaunchTexts(absl::Span<const TextInput* const> texts) override {
+    if (texts.empty()) return std::make_unique<FinishedBatch>(std::vector<Embedding>());
     int64_t longest = 0;
     std::vector<int64_t> lengths;
     for (const TextInput* t : texts) {
-      if (t->token_ids.empty()) return absl::InvalidArgumentError("text input has no tokens");
+      if (t->token_ids.empty()) {
+        return std::make_unique<FinishedBatch>(absl::InvalidArgumentError("text input has no tokens"));
+      }
       for (int32_t id : t->token_ids) {
         if (id < 0 || id >= config_.text.vocab_size || id == config_.image_token_index) {
-          return absl::InvalidArgumentError(absl::StrCat("text input holds token id ", id,
-                                                         ", not a text token of this model"));
+          return std::make_unique<FinishedBatch>(absl::InvalidArgumentError(absl::StrCat(
+              "text input holds token id ", id, ", not a text token of this model")));
         }
       }
       lengths.push_back(static_cast<int64_t>(t->token_ids.size()));
       longest = std::max(longest, lengths.back());
     }
-    absl::Status status = GuardTorch("query forward", [&] {
-      c10::InferenceMode inference;
+    return LaunchBatch("query forward", device_, [&] {
       const int64_t batch = static_cast<int64_t>(texts.size());
-      at::Tensor ids = at::full({batch, longest}, config_.pad_token_id, at::kLong);
+      at::Tensor ids = NewHostTensor({batch, longest}, at::kLong, device_).fill_(config_.pad_token_id);
       auto a = ids.accessor<int64_t, 2>();
       for (int64_t b = 0; b < batch; ++b) {
         for (int64_t i = 0; i < lengths[b]; ++i) a[b][i] = texts[b]->token_ids[i];
       }
-      at::Tensor out = module_->Embed(ToDevice(ids), lengths, at::Tensor());
-      result = ToEmbeddings(out, lengths);
-    });
-    if (!status.ok()) return status;
-    return result;
+      return module_->Embed(StageToDevice(ids, device_), StageToDevice(LengthsTensor(lengths), device_),
+                            lengths, at::Tensor());
+    }, [lengths](const at::Tensor& out) { return ToEmbeddings(out, lengths); });
   }
 
-  absl::StatusOr<std::vector<Embedding>> EmbedImages(
-      absl::Span<const ImageInput* const> images) override {
-    std::vector<Embedding> result;
-    if (images.empty()) return result;
+  std::unique_ptr<PendingBatch> LaunchImages(absl::Span<const ImageInput* const> images) override {
+    if (images.empty()) return std::make_unique<FinishedBatch>(std::vector<Embedding>());
     const int64_t side = config_.preprocess.size;
     const size_t per_image = static_cast<size_t>(3 * side * side);
     for (const ImageInput* image : images) {
       if (image->pixels.size() != per_image) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "image input has ", image->pixels.size(), " values, expected ", per_image));
+        return std::make_unique<FinishedBatch>(absl::InvalidArgumentError(absl::StrCat(
+            "image input has ", image->pixels.size(), " values, expected ", per_image)));
       }
     }
-    absl::Status status = GuardTorch("page forward", [&] {
-      c10::InferenceMode inference;
-      const int64_t batch = static_cast<int64_t>(images.size());
-      at::Tensor pixels = at::empty({batch, 3, side, side}, at::kFloat);
+    const int64_t batch = static_cast<int64_t>(images.size());
+    const auto& page = tokenizer_->page_ids();
+    const int64_t tokens = static_cast<int64_t>(page.size());
+    std::vector<int64_t> lengths(batch, tokens);
+    return LaunchBatch("page forward", device_, [&] {
+      at::Tensor pixels = NewHostTensor({batch, 3, side, side}, at::kFloat, device_);
       float* dst = pixels.data_ptr<float>();
       for (int64_t b = 0; b < batch; ++b) {
         std::memcpy(dst + b * per_image, images[b]->pixels.data(), per_image * sizeof(float));
       }
-      at::Tensor features = module_->ImageFeatures(ToDevice(pixels).to(dtype_));
-      const auto& page = tokenizer_->page_ids();
-      const int64_t tokens = static_cast<int64_t>(page.size());
-      at::Tensor ids = at::empty({batch, tokens}, at::kLong);
+      at::Tensor features = module_->ImageFeatures(StageToDevice(pixels, device_).to(dtype_));
+      at::Tensor ids = NewHostTensor({batch, tokens}, at::kLong, device_);
       auto a = ids.accessor<int64_t, 2>();
       for (int64_t b = 0; b < batch; ++b) {
         for (int64_t i = 0; i < tokens; ++i) a[b][i] = page[i];
       }
-      std::vector<int64_t> lengths(batch, tokens);
-      at::Tensor out = module_->Embed(ToDevice(ids), lengths, features);
-      result = ToEmbeddings(out, lengths);
-    });
-    if (!status.ok()) return status;
-    return result;
+      return module_->Embed(StageToDevice(ids, device_), StageToDevice(LengthsTensor(lengths), device_),
+                            lengths, features);
+    }, [lengths](const at::Tensor& out) { return ToEmbeddings(out, lengths); });
+  }
+
+
+  // Model::MaxSim: on device_, in float32 (maxsim_torch; guarded, under InferenceMode).
+  absl::StatusOr<std::vector<float>> MaxSim(const RowsView& query,
+                                            absl::Span<const RowsView> documents) override {
+    return MaxSimOnDevice(query, documents, device_);
   }
 
  private:
-  at::Tensor ToDevice(const at::Tensor& host) const {
-    if (device_.is_cpu()) return host;
-    return host.pin_memory().to(device_, /*non_blocking=*/true);
+  at::Tensor LengthsTensor(const std::vector<int64_t>& lengths) const {
+    at::Tensor t = NewHostTensor({static_cast<int64_t>(lengths.size())}, at::kLong, device_);
+    std::copy(lengths.begin(), lengths.end(), t.data_ptr<int64_t>());
+    return t;
   }
 
   static std::vector<Embedding> ToEmbeddings(const at::Tensor& out,
                                              const std::vector<int64_t>& lengths) {
-    at::Tensor host = out.to(at::kCPU, at::kFloat).contiguous();
+    const at::Tensor host = out.contiguous();  // float32, on the host
     const int64_t tokens = host.size(1), dim = host.size(2);
     const float* data = host.data_ptr<float>();
     std::vector<Embedding> result(lengths.size());

@@ -235,15 +235,18 @@ at::Tensor ColPaliModule::ImageFeatures(const at::Tensor& pixels) const {
   return features / std::sqrt(static_cast<double>(config.text.hidden_size));
 }
 
-at::Tensor ColPaliModule::Embed(const at::Tensor& ids, const std::vector<int64_t>& lengths,
+at::Tensor ColPaliModule::Embed(const at::Tensor& ids, const at::Tensor& length_t,
+                                const std::vector<int64_t>& lengths,
                                 const at::Tensor& image_features) const {
   const int64_t batch = ids.size(0), tokens = ids.size(1);
   at::Tensor embeds = at::embedding(text->embed_tokens->weight, ids);
   if (image_features.defined()) {
-    at::Tensor is_image = (ids == config.image_token_index).unsqueeze(-1).expand_as(embeds);
-    embeds = embeds.masked_scatter(is_image, image_features.to(embeds.scalar_type()));
+    // The page prompt puts the image tokens first: the features replace those rows. (A
+    // masked_scatter would do the same for any layout, but reads the mask's count back to
+    // the host on a GPU.)
+    const int64_t patches = image_features.size(1);
+    embeds = at::cat({image_features.to(embeds.scalar_type()), embeds.slice(1, patches)}, 1);
   }
-  at::Tensor length_t = at::tensor(lengths, at::TensorOptions().dtype(at::kLong)).to(ids.device());
   at::Tensor valid = at::arange(tokens, ids.options()).unsqueeze(0) < length_t.unsqueeze(1);  // [B, L]
   at::Tensor mask;
   bool padded = false;

@@ -120,11 +120,13 @@ struct ColPaliModule : torch::nn::Module {
   // pixels [B, 3, S, S] in the serving dtype -> image features [B, patches, text hidden],
   // already divided by sqrt(text hidden) as PaliGemma does.
   at::Tensor ImageFeatures(const at::Tensor& pixels) const;
-  // ids [B, L] int64 (right-padded), lengths [B]; `image_features` [B, patches, H] replaces
-  // the image-token positions (row-major order) when defined. -> [B, L, dim] float32,
-  // L2-normalized per token, padding rows zero.
-  at::Tensor Embed(const at::Tensor& ids, const std::vector<int64_t>& lengths,
-                   const at::Tensor& image_features) const;
+  // ids [B, L] int64 (right-padded); the lengths both on the ids' device (`length_t`, [B]
+  // int64) and on the host (no device-to-host read inside the forward); `image_features`
+  // [B, patches, H] replaces the first `patches` positions of every row (where the page prompt
+  // puts its image tokens) when defined.
+  // -> [B, L, dim] float32, L2-normalized per token, padding rows zero.
+  at::Tensor Embed(const at::Tensor& ids, const at::Tensor& length_t,
+                   const std::vector<int64_t>& lengths, const at::Tensor& image_features) const;
   ColPaliConfig config;
   std::shared_ptr<SiglipVision> vision;
   std::shared_ptr<Projector> projector;

@@ -1,5 +1,5 @@
-// ColPali's prompts over a SentencePiece tokenizer: special-token strings split out first,
-// then SentencePiece on the rest; the page prompt and the query prompt of ColPaliProcessor.
+// ColPali's prompts (the page prompt and the query prompt of ColPaliProcessor) over the
+// checkpoint's tokenizer: Hugging Face's tokenizer.json, or SentencePiece's tokenizer.model.
 #pragma once
 
 #include <cstdint>
@@ -14,18 +14,22 @@
 
 namespace embedserve::models::colpali {
 
-class SentencePieceModel;
-
+// Thread-safe (immutable after Load).
 class ColPaliTokenizer {
  public:
-  // Loads `dir`/tokenizer.model. A directory with only tokenizer.json is FAILED_PRECONDITION
-  // saying that tokenizer.model (e.g. from the base PaliGemma repository) is needed.
+  // Loads `dir`/tokenizer.json when present (what transformers' ColPaliProcessor uses: the
+  // fast tokenizer), else `dir`/tokenizer.model. A tokenizer.json that cannot be used is an
+  // error (INVALID_ARGUMENT / FAILED_PRECONDITION naming the field), not a silent fallback to
+  // tokenizer.model; neither file present is NOT_FOUND. The config's pad/bos/eos/image ids
+  // must be tokens of the vocabulary, which must fit text_config.vocab_size.
   static absl::StatusOr<std::unique_ptr<ColPaliTokenizer>> Load(const std::string& dir,
                                                                 const ColPaliConfig& config);
   ~ColPaliTokenizer();
 
-  // The text's ids: special-token strings (<bos>, <eos>, <pad>, <unk>, <image>, control
-  // pieces) become their ids, the text between them goes through SentencePiece. No bos/eos.
+  // The text's ids, without bos/eos. tokenizer.json: tokenizers' encode(text,
+  // add_special_tokens=False). tokenizer.model: special-token strings (<bos>, <eos>, <pad>,
+  // <unk>, <image>, control pieces) become their ids, the text between them goes through
+  // SentencePiece.
   absl::StatusOr<std::vector<int32_t>> Encode(absl::string_view text) const;
 
   // <image> x image_seq_length, <bos>, Encode(visual_prompt_prefix + "\n").
@@ -44,11 +48,17 @@ class ColPaliTokenizer {
 
   std::string TokenString(int32_t id) const;
   int vocab_size() const;
+  // "tokenizer.json" or "tokenizer.model": the file the ids come from.
+  const std::string& source() const { return source_; }
+
+  // Implementation details follow. API users need not read.
+  // The text encoder behind Encode: one per file format (in the .cc).
+  class Backend;
 
  private:
   ColPaliTokenizer() = default;
-  std::unique_ptr<SentencePieceModel> sp_;
-  std::vector<std::pair<std::string, int32_t>> specials_;  // longest first
+  std::unique_ptr<Backend> backend_;
+  std::string source_;
   ColPaliConfig config_;
   std::vector<int32_t> page_ids_;
   std::vector<int32_t> query_prefix_ids_;  // <bos> only

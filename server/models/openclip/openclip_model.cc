@@ -16,6 +16,7 @@
 #include "server/image/clip_preprocess.h"
 #include "server/image/decode.h"
 #include "server/models/openclip/openclip_modules.h"
+#include "server/models/maxsim_torch.h"
 #include "server/models/safetensors.h"
 #include "server/models/torch_util.h"
 #include "server/tokenizers/clip_tokenizer.h"
@@ -86,10 +87,17 @@ class OpenClipModel final : public Model {
 
   absl::StatusOr<std::vector<Embedding>> EmbedTexts(
       absl::Span<const TextInput* const> texts) override {
-    std::vector<Embedding> result;
-    if (texts.empty()) return result;
-    absl::Status status = GuardTorch("text forward", [&] {
-      c10::InferenceMode inference;
+    return LaunchTexts(texts)->Wait();
+  }
+
+  absl::StatusOr<std::vector<Embedding>> EmbedImages(
+      absl::Span<const ImageInput* const> images) override {
+    return LaunchImages(images)->Wait();
+  }
+
+  std::unique_ptr<PendingBatch> LaunchTexts(absl::Span<const TextInput* const> texts) override {
+    if (texts.empty()) return std::make_unique<FinishedBatch>(std::vector<Embedding>());
+    return LaunchBatch("text forward", device_, [&] {
       const int64_t batch = static_cast<int64_t>(texts.size());
       // OpenCLIP pools at argmax(ids): the first occurrence of the highest id, which is the
       // end token unless the text itself spells "<end_of_text>" earlier. The tower is causal,
@@ -105,8 +113,8 @@ class OpenClipModel final : public Model {
         }
         longest = std::max(longest, pools[b] + 1);
       }
-      at::Tensor ids = at::zeros({batch, longest}, at::kLong);
-      at::Tensor eot = at::empty({batch}, at::kLong);
+      at::Tensor ids = NewHostTensor({batch, longest}, at::kLong, device_).zero_();
+      at::Tensor eot = NewHostTensor({batch}, at::kLong, device_);
       auto ids_a = ids.accessor<int64_t, 2>();
       auto eot_a = eot.accessor<int64_t, 1>();
       for (int64_t b = 0; b < batch; ++b) {
@@ -116,49 +124,41 @@ class OpenClipModel final : public Model {
         }
         eot_a[b] = pools[b];
       }
-      at::Tensor out = module_->EncodeText(ToDevice(ids), ToDevice(eot));
-      result = ToEmbeddings(out);
-    });
-    if (!status.ok()) return status;
-    return result;
+      return module_->EncodeText(StageToDevice(ids, device_), StageToDevice(eot, device_));
+    }, &ToEmbeddings);
   }
 
-  absl::StatusOr<std::vector<Embedding>> EmbedImages(
-      absl::Span<const ImageInput* const> images) override {
-    std::vector<Embedding> result;
-    if (images.empty()) return result;
+  std::unique_ptr<PendingBatch> LaunchImages(absl::Span<const ImageInput* const> images) override {
+    if (images.empty()) return std::make_unique<FinishedBatch>(std::vector<Embedding>());
     const int64_t side = config_.vision.image_size;
     const size_t per_image = static_cast<size_t>(3 * side * side);
     for (const ImageInput* image : images) {
       if (image->pixels.size() != per_image) {
-        return absl::InternalError(absl::StrCat("image input has ", image->pixels.size(),
-                                                " values, expected ", per_image));
+        return std::make_unique<FinishedBatch>(absl::InternalError(absl::StrCat(
+            "image input has ", image->pixels.size(), " values, expected ", per_image)));
       }
     }
-    absl::Status status = GuardTorch("image forward", [&] {
-      c10::InferenceMode inference;
+    return LaunchBatch("image forward", device_, [&] {
       const int64_t batch = static_cast<int64_t>(images.size());
-      at::Tensor pixels = at::empty({batch, 3, side, side}, at::kFloat);
+      at::Tensor pixels = NewHostTensor({batch, 3, side, side}, at::kFloat, device_);
       float* dst = pixels.data_ptr<float>();
       for (int64_t b = 0; b < batch; ++b) {
         std::memcpy(dst + b * per_image, images[b]->pixels.data(), per_image * sizeof(float));
       }
-      at::Tensor out = module_->EncodeImage(ToDevice(pixels).to(dtype_));
-      result = ToEmbeddings(out);
-    });
-    if (!status.ok()) return status;
-    return result;
+      return module_->EncodeImage(StageToDevice(pixels, device_).to(dtype_));
+    }, &ToEmbeddings);
+  }
+
+
+  // Model::MaxSim: on device_, in float32 (maxsim_torch; guarded, under InferenceMode).
+  absl::StatusOr<std::vector<float>> MaxSim(const RowsView& query,
+                                            absl::Span<const RowsView> documents) override {
+    return MaxSimOnDevice(query, documents, device_);
   }
 
  private:
-  at::Tensor ToDevice(const at::Tensor& host) const {
-    if (device_.is_cpu()) return host;
-    // Pinned staging memory lets the copy run asynchronously with respect to the host.
-    return host.pin_memory().to(device_, /*non_blocking=*/true);
-  }
-
   static std::vector<Embedding> ToEmbeddings(const at::Tensor& out) {
-    at::Tensor host = out.to(at::kCPU, at::kFloat).contiguous();
+    const at::Tensor host = out.contiguous();  // float32, on the host
     const int64_t rows = host.size(0), dim = host.size(1);
     const float* data = host.data_ptr<float>();
     std::vector<Embedding> result(rows);
