@@ -403,7 +403,8 @@ TEST_CASE("a tokenizer.json without the config's special tokens is refused at lo
 // The fixture comes from tests/tools/make_hf_tokenizer_fixture.py run where transformers and
 // tokenizers are installed: the reference tokenizer.model converted by transformers'
 // GemmaConverter and saved as tokenizer.json, and the ids `tokenizers` gives for a set of
-// texts. Excluded from ctest (TEST_SPEC ~[hf_fixture]) until the files are committed.
+// texts (the files were made by tests/tools/make_hf_tokenizer_fixture.py with transformers
+// 5.17 / tokenizers 0.23.2 on the GPU machine; see tests/data/colpali-reference/hf/README.md).
 TEST_CASE("the reference tokenizer.json gives the Hugging Face library's ids", "[hf_fixture]") {
   const fs::path hf = fs::path(kRef) / "hf";
   const fs::path json_path = hf / "tokenizer.json";

@@ -465,7 +465,8 @@ absl::StatusOr<std::unique_ptr<Model>> LoadColPali(const std::string& dir,
   absl::StatusOr<at::ScalarType> dtype = ParseServingDtype(options.dtype, *device);
   if (!dtype.ok()) return dtype.status();
 
-  const bool tokenizer_in_dir = fs::exists(fs::path(dir) / "tokenizer.model", ec);
+  const bool tokenizer_in_dir = fs::exists(fs::path(dir) / "tokenizer.json", ec) ||
+                                fs::exists(fs::path(dir) / "tokenizer.model", ec);
   absl::StatusOr<std::unique_ptr<ColPaliTokenizer>> tokenizer =
       ColPaliTokenizer::Load(tokenizer_in_dir ? dir : weights_dir, *config);
   if (!tokenizer.ok()) return tokenizer.status();
