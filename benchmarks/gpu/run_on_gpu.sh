@@ -23,7 +23,6 @@ export PATH="$prefix/usr/bin:$PATH"
 export PKG_CONFIG_LIBDIR="$prefix/usr/lib/x86_64-linux-gnu/pkgconfig:$prefix/usr/share/pkgconfig"
 export PKG_CONFIG_SYSROOT_DIR="$prefix"
 py="env -u LD_LIBRARY_PATH -u PKG_CONFIG_LIBDIR -u PKG_CONFIG_SYSROOT_DIR python3"
-torch_root="$($py -c 'import torch, os; print(os.path.dirname(torch.__file__))' 2>/dev/null)"
 torch_cmake="$($py -c 'import torch; print(torch.utils.cmake_prefix_path)' 2>/dev/null)"
 abi="$($py -c 'import torch; print(int(torch._C._GLIBCXX_USE_CXX11_ABI))' 2>/dev/null)"
 
@@ -32,7 +31,7 @@ if want info; then
   nvidia-smi -L; nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv
   g++ --version | head -1; cmake --version | head -1; nproc; free -g | head -2
   $py -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, torch.cuda.is_available())'
-  echo "torch_root=$torch_root abi=$abi"
+  echo "torch cmake prefix=$torch_cmake abi=$abi"
 fi
 
 if want fixture; then
@@ -59,12 +58,8 @@ if want build; then
           "-DCMAKE_C_FLAGS=$isystem"
           "-DCMAKE_BUILD_RPATH=$prefix/usr/lib/x86_64-linux-gnu")
   step "configure (the wheel's Torch CMake package)"
-  if ! timeout 180 cmake "${common[@]}" -B "$build" "-DCMAKE_PREFIX_PATH=$prefix/usr;$torch_cmake"; then
-    step "configure again without Torch's CMake package (EMBEDSERVE_TORCH_ROOT)"
-    rm -rf "$build"
-    timeout 180 cmake "${common[@]}" -B "$build" "-DCMAKE_PREFIX_PATH=$prefix/usr" \
-      "-DEMBEDSERVE_TORCH_ROOT=$torch_root" "-DEMBEDSERVE_TORCH_CXX11_ABI=$abi"
-  fi
+  rm -rf "$build"
+  timeout 180 cmake "${common[@]}" -B "$build" "-DCMAKE_PREFIX_PATH=$prefix/usr;$torch_cmake"
   step build
   timeout 400 ninja -C "$build" -k 0 gpu_sync_check clip_forward_bench embedserve load_bench \
     colpali_bench openclip_tests colpali_tests 2>&1 | grep -Ev '^\[[0-9]+/[0-9]+\]' | tail -60
