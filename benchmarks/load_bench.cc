@@ -1,12 +1,14 @@
 // Load generator: starts the real server on a model, drives it with N concurrent callers
 // sending batches of M texts or images over a unix socket or TCP, and prints throughput,
 // latency percentiles, errors and the server's batch size distribution. In the same run it
-// measures the in-process model forward (no gRPC, no batcher) on the same inputs and
-// prints server throughput / in-process throughput. Also: the p50 of a tiny call
+// measures the in-process model forward (no gRPC, no batcher) on the same inputs, after each
+// of --rounds load phases, and prints the median of server throughput / in-process
+// throughput over the rounds. Also: the p50 of a tiny call
 // (Tokenize of a short text) with one caller.
 //
 //   load_bench --model-dir DIR [--kind image|text] [--concurrency 16] [--batch 1]
-//              [--seconds 20] [--transport unix|tcp] [--image FILE] [--server-arg ARG...]
+//              [--seconds 20] [--rounds 3] [--transport unix|tcp] [--image FILE]
+//              [--server-arg ARG...]
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -15,10 +17,12 @@
 #include <mutex>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <iterator>
 #include <map>
 #include <sstream>
 #include <string>
@@ -57,6 +61,7 @@ std::string ReadFile(const std::string& path) {
 // Scrapes http://127.0.0.1:port/metrics for embedserve_batch_size buckets of `modality`.
 std::string BatchSizeDistribution(int port, const std::string& modality);
 std::string DeviceMemoryLines(int port);
+double ProcessCpuSeconds(pid_t pid);
 
 }  // namespace
 
@@ -67,12 +72,14 @@ int main(int argc, char** argv) {
                            "/tests/data/openclip-reference/images/photo_800x600.jpg";
   int concurrency = 16, batch = 1, inprocess_reps = 5, threads = 0;
   double seconds = 20;
+  int rounds = 3;
   std::vector<std::string> server_args;
   app.add_option("--model-dir", model_dir, "Model directory to serve")->required();
   app.add_option("--kind", kind, "image|text")->check(CLI::IsMember({"image", "text"}));
   app.add_option("--concurrency", concurrency, "Concurrent callers");
   app.add_option("--batch", batch, "Inputs per call");
-  app.add_option("--seconds", seconds, "Duration of the load phase");
+  app.add_option("--seconds", seconds, "Duration of the load phases, all rounds together");
+  app.add_option("--rounds", rounds, "Load phases, each followed by the in-process forward (the ratio is their median)");
   app.add_option("--transport", transport, "unix|tcp")->check(CLI::IsMember({"unix", "tcp"}));
   app.add_option("--image", image_path, "Image file sent by image callers");
   app.add_option("--threads", threads, "Torch threads for the in-process forward (0: server default)");
@@ -113,57 +120,8 @@ int main(int argc, char** argv) {
                 transport.c_str(), Percentile(us, 0.5), Percentile(us, 0.9), Percentile(us, 0.99), us.size());
   }
 
-  // 2. Load phase.
-  v1::EmbedRequest request;
-  request.set_model("bench");
-  for (int i = 0; i < batch; ++i) {
-    if (kind == "image") request.add_inputs()->set_image(image);
-    else request.add_inputs()->set_text(text);
-  }
-  std::atomic<bool> stop{false};
-  std::atomic<long> items{0}, errors{0};
-  std::vector<std::vector<double>> latencies(concurrency);
-  std::map<std::string, int> error_codes;
-  std::mutex error_mu;
-  std::vector<std::thread> callers;
-  auto client = Client::Create(target);
-  const auto start = std::chrono::steady_clock::now();
-  for (int c = 0; c < concurrency; ++c) {
-    callers.emplace_back([&, c] {
-      while (!stop.load()) {
-        const auto t0 = std::chrono::steady_clock::now();
-        auto r = client->Embed(request);
-        const auto t1 = std::chrono::steady_clock::now();
-        if (r.ok()) {
-          items += batch;
-          latencies[c].push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
-        } else {
-          ++errors;
-          std::lock_guard<std::mutex> lock(error_mu);
-          error_codes[std::string(r.status().message())]++;
-        }
-      }
-    });
-  }
-  std::this_thread::sleep_for(std::chrono::milliseconds(static_cast<int>(seconds * 1000)));
-  stop = true;
-  for (auto& t : callers) t.join();
-  const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  std::vector<double> all;
-  for (auto& v : latencies) all.insert(all.end(), v.begin(), v.end());
-  const double server_throughput = items / elapsed;
-  std::printf("server: %.1f %ss/s over %.1f s; latency p50 %.1f ms  p90 %.1f ms  p99 %.1f ms; errors %ld\n",
-              server_throughput, kind.c_str(), elapsed, Percentile(all, 0.5), Percentile(all, 0.9),
-              Percentile(all, 0.99), errors.load());
-  for (const auto& [message, count] : error_codes) std::printf("  error x%d: %s\n", count, message.c_str());
-  std::printf("server batch sizes (%s): %s\n", kind.c_str(),
-              BatchSizeDistribution(metrics_port, kind).c_str());
-  if (const std::string memory = DeviceMemoryLines(metrics_port); !memory.empty()) {
-    std::printf("server device memory (metrics):\n%s", memory.c_str());
-  }
-  server.StopWith(SIGTERM);
-
-  // 3. In-process forward on the same inputs, at several batch sizes.
+  // 2. The in-process model (no gRPC, no batcher) on the same inputs, loaded beside the
+  // server; its best batch size is found once, up front.
   embedserve::LoadSettings settings;
   for (const std::string& a : server_args) {
     if (absl::StartsWith(a, "--dtype=")) settings.dtype = a.substr(8);
@@ -175,9 +133,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "in-process load failed: %s\n", std::string(model.status().message()).c_str());
     return 1;
   }
-  double best = 0;
-  int best_batch = 0;
-  for (int b : {1, 8, 16, 32}) {
+  auto in_process = [&](int b, int reps) -> double {
     std::vector<embedserve::models::ImageInput> images;
     std::vector<embedserve::models::TextInput> texts;
     for (int i = 0; i < b; ++i) {
@@ -189,28 +145,135 @@ int main(int argc, char** argv) {
     for (auto& x : images) image_ptrs.push_back(&x);
     for (auto& x : texts) text_ptrs.push_back(&x);
     std::vector<double> rates;
-    for (int rep = 0; rep <= inprocess_reps; ++rep) {
+    for (int rep = 0; rep <= reps; ++rep) {
       const auto t0 = std::chrono::steady_clock::now();
       auto out = kind == "image" ? (*model)->EmbedImages(image_ptrs) : (*model)->EmbedTexts(text_ptrs);
       const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       if (!out.ok()) {
         std::fprintf(stderr, "in-process forward failed: %s\n", std::string(out.status().message()).c_str());
-        return 1;
+        std::exit(1);
       }
       if (rep > 0) rates.push_back(b / s);  // rep 0 warms up
     }
-    const double median = Percentile(rates, 0.5);
+    return Percentile(rates, 0.5);
+  };
+  double best = 0;
+  int best_batch = 0;
+  for (int b : {1, 8, 16, 32}) {
+    const double median = in_process(b, inprocess_reps);
     std::printf("in-process forward: batch %2d  %.1f %ss/s (median of %d)\n", b, median, kind.c_str(), inprocess_reps);
     if (median > best) {
       best = median;
       best_batch = b;
     }
   }
-  std::printf("RATIO server / in-process best (batch %d): %.2f\n", best_batch, server_throughput / best);
+
+  // 3. Rounds: a load phase of seconds/rounds, then the in-process forward at its best batch
+  // size, so that both see the same state of this (shared, noisy) machine.
+  v1::EmbedRequest request;
+  request.set_model("bench");
+  for (int i = 0; i < batch; ++i) {
+    if (kind == "image") request.add_inputs()->set_image(image);
+    else request.add_inputs()->set_text(text);
+  }
+  auto client = Client::Create(target);
+  std::vector<double> all;
+  std::array<std::vector<double>, 4> parts;  // server timing: preprocess, queue, inference, total
+  std::map<std::string, int> error_codes;
+  long total_items = 0, total_errors = 0;
+  double total_elapsed = 0, server_cpu = 0, client_cpu = 0;
+  std::vector<double> ratios;
+  for (int round = 0; round < rounds; ++round) {
+    std::atomic<bool> stop{false};
+    std::atomic<long> items{0}, errors{0};
+    std::vector<std::vector<double>> latencies(concurrency);
+    std::vector<std::vector<std::array<double, 4>>> timings(concurrency);
+    std::mutex error_mu;
+    std::vector<std::thread> callers;
+    const double server_cpu_before = ProcessCpuSeconds(server.pid());
+    const double client_cpu_before = ProcessCpuSeconds(getpid());
+    const auto start = std::chrono::steady_clock::now();
+    for (int c = 0; c < concurrency; ++c) {
+      callers.emplace_back([&, c] {
+        while (!stop.load()) {
+          const auto t0 = std::chrono::steady_clock::now();
+          auto r = client->Embed(request);
+          const auto t1 = std::chrono::steady_clock::now();
+          if (r.ok()) {
+            items += batch;
+            latencies[c].push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
+            const auto& t = r->timing();
+            timings[c].push_back({t.preprocess_us() / 1e3, t.queue_us() / 1e3,
+                                  t.inference_us() / 1e3, t.total_us() / 1e3});
+          } else {
+            ++errors;
+            std::lock_guard<std::mutex> lock(error_mu);
+            error_codes[std::string(r.status().message())]++;
+          }
+        }
+      });
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(static_cast<int>(seconds / rounds * 1000)));
+    stop = true;
+    for (auto& t : callers) t.join();
+    const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    server_cpu += ProcessCpuSeconds(server.pid()) - server_cpu_before;
+    client_cpu += ProcessCpuSeconds(getpid()) - client_cpu_before;
+    for (int c = 0; c < concurrency; ++c) {
+      all.insert(all.end(), latencies[c].begin(), latencies[c].end());
+      for (const auto& t : timings[c]) {
+        for (int k = 0; k < 4; ++k) parts[k].push_back(t[k]);
+      }
+    }
+    total_items += items;
+    total_errors += errors;
+    total_elapsed += elapsed;
+    const double throughput = items / elapsed;
+    const double reference = in_process(best_batch, inprocess_reps);
+    ratios.push_back(throughput / reference);
+    std::printf("round %d: server %.1f %ss/s, in-process batch %d %.1f/s: ratio %.2f\n", round + 1,
+                throughput, kind.c_str(), best_batch, reference, ratios.back());
+    std::fflush(stdout);
+  }
+  const double server_throughput = total_items / total_elapsed;
+  std::printf("server: %.1f %ss/s over %.1f s; latency p50 %.1f ms  p90 %.1f ms  p99 %.1f ms; errors %ld\n",
+              server_throughput, kind.c_str(), total_elapsed, Percentile(all, 0.5), Percentile(all, 0.9),
+              Percentile(all, 0.99), total_errors);
+  for (const auto& [message, count] : error_codes) std::printf("  error x%d: %s\n", count, message.c_str());
+  std::printf("server timing per call, medians (ms): preprocess %.1f  queue %.1f  inference %.1f  "
+              "total %.1f; the client saw %.1f\n",
+              Percentile(parts[0], 0.5), Percentile(parts[1], 0.5), Percentile(parts[2], 0.5),
+              Percentile(parts[3], 0.5), Percentile(all, 0.5));
+  std::printf("CPU during the load phases (of %u cores): server %.2f cores, this load generator %.2f cores\n",
+              std::max(1u, std::thread::hardware_concurrency()), server_cpu / total_elapsed,
+              client_cpu / total_elapsed);
+  std::printf("server batch sizes (%s): %s\n", kind.c_str(),
+              BatchSizeDistribution(metrics_port, kind).c_str());
+  if (const std::string memory = DeviceMemoryLines(metrics_port); !memory.empty()) {
+    std::printf("server device memory (metrics):\n%s", memory.c_str());
+  }
+  server.StopWith(SIGTERM);
+  std::printf("RATIO server / in-process at batch %d, median of %d rounds: %.2f\n", best_batch,
+              rounds, Percentile(ratios, 0.5));
   return 0;
 }
 
 namespace {
+
+// utime + stime of a process, from /proc/PID/stat (fields 14 and 15, in clock ticks).
+double ProcessCpuSeconds(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const size_t close = stat.rfind(')');  // the command name may hold spaces
+  if (close == std::string::npos) return 0;
+  std::istringstream fields(stat.substr(close + 2));
+  std::string field;
+  double ticks = 0;
+  for (int i = 3; i <= 15 && fields >> field; ++i) {
+    if (i >= 14) ticks += std::stod(field);
+  }
+  return ticks / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
 
 std::string FetchMetrics(int port) {
   const int fd = socket(AF_INET, SOCK_STREAM, 0);

@@ -50,6 +50,7 @@ struct Flags {
   int preprocess_queue = 4096;
   int max_batch_size = 32;
   int max_queue_delay_us = 2000;
+  double batch_wait_fraction = 0.25;
   int queue_capacity = 1024;
   int max_batch_tokens = 8192;
   int max_message_bytes = 64 << 20;
@@ -123,6 +124,9 @@ int Run(int argc, char** argv) {
       ->envname("EMBEDSERVE_PREPROCESS_QUEUE")->check(CLI::Range(1, 1 << 24))->capture_default_str();
   app.add_option("--max-batch-size", f.max_batch_size, "Most items in one forward")
       ->envname("EMBEDSERVE_MAX_BATCH_SIZE")->check(CLI::Range(1, 4096))->capture_default_str();
+  app.add_option("--batch-wait-fraction", f.batch_wait_fraction,
+                 "While more items for a batch are still being decoded/tokenized, a partial batch may wait for them up to this fraction of the last forward's time (0: off)")
+      ->envname("EMBEDSERVE_BATCH_WAIT_FRACTION")->check(CLI::Range(0.0, 10.0))->capture_default_str();
   app.add_option("--max-queue-delay-us", f.max_queue_delay_us, "How long an item may wait for its batch to fill")
       ->envname("EMBEDSERVE_MAX_QUEUE_DELAY_US")->check(CLI::Range(0, 10000000))->capture_default_str();
   app.add_option("--queue-capacity", f.queue_capacity, "Most items waiting per model and modality; beyond it RESOURCE_EXHAUSTED")
@@ -234,6 +238,7 @@ int Run(int argc, char** argv) {
   for (pipeline::BatchPolicy* policy : {&options.text_policy, &options.image_policy}) {
     policy->max_batch_size = f.max_batch_size;
     policy->max_queue_delay = absl::Microseconds(f.max_queue_delay_us);
+    policy->incoming_wait_fraction = f.batch_wait_fraction;
     policy->queue_capacity = f.queue_capacity;
   }
   options.text_policy.max_batch_tokens = f.max_batch_tokens;

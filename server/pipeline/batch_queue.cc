@@ -26,7 +26,9 @@ bool BatchQueue::FullBatchWaiting() const {
 absl::Time BatchQueue::ReadyAt() const {
   if (items_.empty()) return absl::InfiniteFuture();
   if (FullBatchWaiting()) return absl::InfinitePast();
-  return items_.front().enqueued + policy_.max_queue_delay;
+  absl::Duration delay = policy_.max_queue_delay;
+  if (incoming_ > 0) delay = std::max(delay, last_forward_ * policy_.incoming_wait_fraction);
+  return items_.front().enqueued + delay;
 }
 
 std::vector<QueuedItem> BatchQueue::TakeBatch(absl::Time now, std::vector<QueuedItem>* skipped) {

@@ -22,6 +22,12 @@ struct BatchPolicy {
   int queue_capacity = 1024;
   // Texts: most padded tokens (longest text x count) per batch; 0 for no budget.
   int max_batch_tokens = 0;
+  // While more items for this queue are still being prepared (decoded, tokenized) and the
+  // batch is not full, a partial batch may wait for them up to this fraction of the queue's
+  // last forward's duration (if that is longer than max_queue_delay): a wave of requests
+  // whose preprocessing spreads over tens of milliseconds becomes one batch instead of a
+  // small one and a large one. 0 turns it off.
+  double incoming_wait_fraction = 0.25;
   // After a forward runs out of memory the queue's effective max batch size is halved;
   // it grows back by one after every this many successful forwards (up to
   // max_batch_size).
@@ -55,6 +61,13 @@ class BatchQueue {
   // False (and nothing queued) when the queue is at capacity.
   bool Push(QueuedItem item);
 
+  // Items announced as being prepared for this queue (see incoming_wait_fraction); Push does
+  // not change it, the executor does. Never below 0.
+  int incoming() const { return incoming_; }
+  void AddIncoming(int delta) { incoming_ = std::max(0, incoming_ + delta); }
+  // How long the queue's last forward took (launch to outputs), for incoming_wait_fraction.
+  void set_last_forward(absl::Duration d) { last_forward_ = d; }
+
   // When the head batch is ready: InfinitePast() if now, InfiniteFuture() if empty.
   absl::Time ReadyAt() const;
 
@@ -69,6 +82,8 @@ class BatchQueue {
   std::deque<QueuedItem> items_;
   int64_t total_cost_ = 0;
   int effective_max_batch_size_;
+  int incoming_ = 0;
+  absl::Duration last_forward_ = absl::ZeroDuration();
 };
 
 }  // namespace embedserve::pipeline

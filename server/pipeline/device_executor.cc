@@ -99,6 +99,7 @@ absl::Status DeviceExecutor::Enqueue(int queue_id, QueuedItem item) {
       return absl::UnavailableError("the model was unloaded; retry to use its new version");
     }
     Queue& queue = *it->second;
+    queue.items.AddIncoming(-1);
     if (!queue.items.Push(std::move(item))) {
       return absl::ResourceExhaustedError(absl::StrCat(
           "the model's queue is full (", queue.items.policy().queue_capacity,
@@ -107,6 +108,28 @@ absl::Status DeviceExecutor::Enqueue(int queue_id, QueuedItem item) {
   }
   wake_.notify_one();
   return absl::OkStatus();
+}
+
+void DeviceExecutor::AddIncoming(int queue_id, int n) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = queues_.find(queue_id);
+  if (it != queues_.end()) it->second->items.AddIncoming(n);
+}
+
+void DeviceExecutor::ForgetIncoming(int queue_id, int n) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = queues_.find(queue_id);
+    if (it == queues_.end()) return;
+    it->second->items.AddIncoming(-n);
+  }
+  wake_.notify_one();  // a partial batch may have been waiting for these
+}
+
+int DeviceExecutor::IncomingItems(int queue_id) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = queues_.find(queue_id);
+  return it == queues_.end() ? 0 : it->second->items.incoming();
 }
 
 int DeviceExecutor::QueueDepth(int queue_id) const {
@@ -264,6 +287,7 @@ void DeviceExecutor::Finish(Launched launched) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     --queue.in_flight;
+    queue.items.set_last_forward(inference);
   }
   if (outputs.ok() && outputs->size() != batch.size()) {
     outputs = absl::InternalError(absl::StrCat("the model returned ", outputs->size(),

@@ -48,11 +48,17 @@ class DeviceExecutor {
   void Start();
   void Stop();
 
+  // Announces `n` items that will be Enqueued to the queue once prepared; each Enqueue takes
+  // one off, and ForgetIncoming takes off those that will not come (failed or skipped).
+  void AddIncoming(int queue_id, int n);
+  void ForgetIncoming(int queue_id, int n);
   absl::Status Enqueue(int queue_id, QueuedItem item);
   // Runs `task` on the executor thread, between batches and before any batch not yet taken
   // (device work other than forwards, such as MaxSim scoring). UNAVAILABLE once stopping.
   absl::Status Post(std::function<void()> task);
   int QueueDepth(int queue_id) const;
+  // Items announced (AddIncoming) and not yet enqueued or forgotten; 0 if no such queue.
+  int IncomingItems(int queue_id) const;
   // Items waiting per queue, labelled by model and modality (for the queue depth gauge).
   std::vector<std::pair<metrics::Labels, double>> QueueDepths() const;
   // The current effective max batch size per queue (the configured one unless lowered

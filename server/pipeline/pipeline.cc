@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <future>
+#include <map>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -258,8 +259,16 @@ void Pipeline::Submit(std::shared_ptr<ServingModel> model, std::shared_ptr<Embed
     call->Fail(absl::InvalidArgumentError("no inputs"));
     return;
   }
+  // The batcher learns what is on its way, so a partial batch can wait for it.
+  auto queue_of = [&](int i) {
+    return call->input(i).modality == Modality::kText ? model->text_queue : model->image_queue;
+  };
+  std::map<int, int> announced;
+  for (int i = 0; i < call->size(); ++i) ++announced[queue_of(i)];
+  for (const auto& [queue, n] : announced) executor_.AddIncoming(queue, n);
   for (int i = 0; i < call->size(); ++i) {
     if (!pool_ || !pool_->TrySchedule([this, model, call, i] { Prepare(*model, call, i); })) {
+      for (int j = i; j < call->size(); ++j) executor_.ForgetIncoming(queue_of(j), 1);
       call->Fail(absl::ResourceExhaustedError(absl::StrCat(
           "the preprocessing queue is full (", options_.preprocess_queue,
           " tasks, --preprocess-queue); retry with backoff")));
@@ -270,12 +279,15 @@ void Pipeline::Submit(std::shared_ptr<ServingModel> model, std::shared_ptr<Embed
 
 void Pipeline::Prepare(const ServingModel& model, const std::shared_ptr<EmbedCall>& call,
                        int index) {
+  const CallInput& input = call->input(index);
+  const int announced_queue =
+      input.modality == Modality::kText ? model.text_queue : model.image_queue;
   if (call->ShouldSkip(absl::Now())) {
+    executor_.ForgetIncoming(announced_queue, 1);
     call->Cancel();
     return;
   }
   const absl::Time start = absl::Now();
-  const CallInput& input = call->input(index);
   absl::Status status;
   int cost = 1;
   int queue = -1;
@@ -300,6 +312,7 @@ void Pipeline::Prepare(const ServingModel& model, const std::shared_ptr<EmbedCal
   (input.modality == Modality::kText ? model.text_preprocess : model.image_preprocess)
       ->Observe(absl::ToDoubleSeconds(end - start));
   if (!status.ok()) {
+    executor_.ForgetIncoming(queue, 1);
     call->Fail(absl::Status(status.code(), absl::StrCat(input.field, ": ", status.message())));
     return;
   }

@@ -702,3 +702,144 @@ TEST_CASE("device tasks run on the executor in order, and none is taken once sto
 }
 
 }  // namespace embedserve::pipeline
+
+// Rerank's MaxSim runs on the executor: through the model's device MaxSim when the model is
+// not on the CPU, through the host BLAS path on the CPU or when the family has none.
+namespace embedserve::pipeline {
+namespace {
+
+// Scores every document as 1000 + its index, so the device path is recognisable.
+class DeviceScoringModel : public FakeModel {
+ public:
+  explicit DeviceScoringModel(std::string device, bool implemented)
+      : implemented_(implemented) {
+    description_.device = std::move(device);
+  }
+  absl::StatusOr<std::vector<float>> MaxSim(const models::RowsView&,
+                                            absl::Span<const models::RowsView> documents) override {
+    calls.fetch_add(1);
+    on_thread = std::this_thread::get_id();
+    if (!implemented_) return absl::UnimplementedError("no device MaxSim");
+    std::vector<float> scores;
+    for (size_t i = 0; i < documents.size(); ++i) scores.push_back(1000.f + static_cast<float>(i));
+    return scores;
+  }
+  std::atomic<int> calls{0};
+  std::thread::id on_thread;
+
+ private:
+  bool implemented_;
+};
+
+std::vector<float> Score(Pipeline& pipeline, const std::string& name) {
+  std::shared_ptr<ServingModel> entry = *pipeline.FindReady(name);
+  // query [2 x 2]; documents: [1 x 2] and [2 x 2] (hand-computed MaxSim below).
+  static const std::vector<float> query = {1, 0, 0, 1};
+  static const std::vector<float> doc0 = {2, 3};
+  static const std::vector<float> doc1 = {1, 1, -1, 5};
+  Notification done;
+  absl::StatusOr<std::vector<float>> result;
+  pipeline.ScoreMaxSim(entry, {query.data(), 2, 2}, {{doc0.data(), 1, 2}, {doc1.data(), 2, 2}},
+                       [&](absl::StatusOr<std::vector<float>> scores) {
+                         result = std::move(scores);
+                         done.Notify();
+                       });
+  REQUIRE(done.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  REQUIRE(result.ok());
+  return *result;
+}
+
+}  // namespace
+
+TEST_CASE("Rerank scoring uses the model's device MaxSim off the CPU, the host path on it") {
+  PipelineOptions options;
+  Pipeline pipeline(options);
+  auto on_gpu = std::make_unique<DeviceScoringModel>("cuda:0", true);
+  auto on_cpu = std::make_unique<DeviceScoringModel>("cpu", true);
+  auto without = std::make_unique<DeviceScoringModel>("cuda:0", false);
+  DeviceScoringModel* gpu = on_gpu.get();
+  DeviceScoringModel* cpu = on_cpu.get();
+  DeviceScoringModel* none = without.get();
+  pipeline.AddLoading("gpu", "memory");
+  pipeline.SetReady("gpu", std::move(on_gpu));
+  pipeline.AddLoading("cpu", "memory");
+  pipeline.SetReady("cpu", std::move(on_cpu));
+  pipeline.AddLoading("none", "memory");
+  pipeline.SetReady("none", std::move(without));
+  pipeline.Start();
+
+  // Host MaxSim by hand: doc0: max(2) + max(3) = 5; doc1: max(1, -1) + max(1, 5) = 6.
+  const std::vector<float> host = {5.f, 6.f};
+  CHECK(Score(pipeline, "gpu") == std::vector<float>{1000.f, 1001.f});
+  CHECK(gpu->calls.load() == 1);
+  CHECK(gpu->on_thread != std::this_thread::get_id());
+  CHECK(Score(pipeline, "cpu") == host);
+  CHECK(cpu->calls.load() == 0);
+  CHECK(Score(pipeline, "none") == host);  // UNIMPLEMENTED on the device: the host path
+  CHECK(none->calls.load() == 1);
+  pipeline.Stop();
+}
+
+}  // namespace embedserve::pipeline
+
+// Items still being prepared hold a partial batch back (up to a fraction of the last
+// forward's time), and the executor's count of them returns to zero however calls end.
+namespace embedserve::pipeline {
+
+TEST_CASE("BatchQueue: a partial batch waits for items still being prepared, within bounds") {
+  BatchPolicy policy{16, absl::Milliseconds(2), 100, 0};
+  policy.incoming_wait_fraction = 0.25;
+  BatchQueue queue(policy);
+  queue.set_last_forward(absl::Milliseconds(400));
+  Outcome outcome;
+  auto call = MakeCall({"1"}, &outcome);
+  const absl::Time t0 = absl::FromUnixSeconds(1000);
+  REQUIRE(queue.Push(QueuedItem{call, 0, 1, t0}));
+  CHECK(queue.ReadyAt() == t0 + absl::Milliseconds(2));  // nothing on its way: the delay
+  queue.AddIncoming(3);
+  CHECK(queue.ReadyAt() == t0 + absl::Milliseconds(100));  // 0.25 x 400 ms
+  queue.AddIncoming(-3);
+  CHECK(queue.ReadyAt() == t0 + absl::Milliseconds(2));
+  queue.AddIncoming(-5);  // never below zero
+  CHECK(queue.incoming() == 0);
+  // A short last forward never shortens the configured delay.
+  queue.set_last_forward(absl::Milliseconds(1));
+  queue.AddIncoming(1);
+  CHECK(queue.ReadyAt() == t0 + absl::Milliseconds(2));
+  // Off.
+  BatchPolicy off = policy;
+  off.incoming_wait_fraction = 0;
+  BatchQueue plain(off);
+  plain.set_last_forward(absl::Milliseconds(400));
+  REQUIRE(plain.Push(QueuedItem{call, 0, 1, t0}));
+  plain.AddIncoming(3);
+  CHECK(plain.ReadyAt() == t0 + absl::Milliseconds(2));
+  // A full batch is ready at once, whatever is on its way.
+  BatchQueue full(BatchPolicy{2, absl::Milliseconds(2), 100, 0});
+  full.set_last_forward(absl::Seconds(10));
+  full.AddIncoming(5);
+  REQUIRE(full.Push(QueuedItem{call, 0, 1, t0}));
+  REQUIRE(full.Push(QueuedItem{call, 0, 1, t0}));
+  CHECK(full.ReadyAt() == absl::InfinitePast());
+}
+
+TEST_CASE("the count of items being prepared returns to zero after good, bad and refused calls") {
+  Harness h(BatchPolicy{4, absl::Milliseconds(1), 100, 0});
+  std::vector<std::unique_ptr<Outcome>> outcomes;
+  for (int i = 0; i < 20; ++i) {
+    outcomes.push_back(std::make_unique<Outcome>());
+    h.pipeline->Submit(h.entry, MakeCall({"3", i % 3 == 0 ? "bad" : "2", "1"}, outcomes.back().get()));
+  }
+  // A call whose deadline has passed is skipped in preprocessing.
+  outcomes.push_back(std::make_unique<Outcome>());
+  h.pipeline->Submit(h.entry, MakeCall({"1", "2"}, outcomes.back().get(), absl::InfinitePast()));
+  for (auto& o : outcomes) REQUIRE(o->done.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  CHECK(outcomes[0]->status.code() == absl::StatusCode::kInvalidArgument);
+  CHECK(outcomes[1]->status.ok());
+  for (int i = 0; i < 100 && h.pipeline->executor().IncomingItems(h.entry->text_queue) != 0; ++i) {
+    absl::SleepFor(absl::Milliseconds(10));  // a failed call's other items may still be in the pool
+  }
+  CHECK(h.pipeline->executor().IncomingItems(h.entry->text_queue) == 0);
+}
+
+}  // namespace embedserve::pipeline
