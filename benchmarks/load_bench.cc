@@ -118,6 +118,16 @@ int main(int argc, char** argv) {
     }
     std::printf("tiny call (Tokenize, 1 caller, %s): p50 %.0f us  p90 %.0f us  p99 %.0f us  (%zu calls)\n",
                 transport.c_str(), Percentile(us, 0.5), Percentile(us, 0.9), Percentile(us, 0.99), us.size());
+    // gRPC's own floor on this machine: the built-in health service (no embedserve code).
+    std::vector<double> floor_us;
+    for (int i = 0; i < 2000; ++i) {
+      const auto t0 = std::chrono::steady_clock::now();
+      auto r = client->Health("");
+      const auto t1 = std::chrono::steady_clock::now();
+      if (i >= 200 && r.ok()) floor_us.push_back(std::chrono::duration<double, std::micro>(t1 - t0).count());
+    }
+    std::printf("gRPC floor (Health.Check, same client and socket): p50 %.0f us  p90 %.0f us\n",
+                Percentile(floor_us, 0.5), Percentile(floor_us, 0.9));
   }
 
   // 2. The in-process model (no gRPC, no batcher) on the same inputs, loaded beside the
