@@ -242,8 +242,8 @@ at::Tensor ColPaliModule::Embed(const at::Tensor& ids, const at::Tensor& length_
   at::Tensor embeds = at::embedding(text->embed_tokens->weight, ids);
   if (image_features.defined()) {
     // The page prompt puts the image tokens first: the features replace those rows. (A
-    // masked_scatter would do the same for any layout, but reads the mask's count back to
-    // the host on a GPU.)
+    // masked_scatter would do the same for any layout, at the price of a boolean mask and a
+    // data-dependent kernel that may synchronise with the host on a GPU.)
     const int64_t patches = image_features.size(1);
     embeds = at::cat({image_features.to(embeds.scalar_type()), embeds.slice(1, patches)}, 1);
   }
