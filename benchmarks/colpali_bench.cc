@@ -73,6 +73,34 @@ std::vector<Embedding> EmbedQueries(Model& model, int count) {
 std::string g_device = "cpu";
 std::vector<std::string> g_dtypes = {"float32", "bfloat16"};
 
+struct VisionSize {
+  int hidden, mlp, layers, heads, image;  // patch 14
+};
+struct TextSize {
+  int hidden, mlp, layers, head_dim;  // 8 query heads over one KV head (multi-query)
+};
+
+// `base` (its tokenizer ids and prompts) with towers of the given sizes; 128-d output.
+ColPaliConfig Resized(ColPaliConfig c, const VisionSize& v, const TextSize& t) {
+  c.vision.hidden_size = v.hidden;
+  c.vision.intermediate_size = v.mlp;
+  c.vision.num_hidden_layers = v.layers;
+  c.vision.num_attention_heads = v.heads;
+  c.vision.image_size = v.image;
+  c.vision.patch_size = 14;
+  c.text.hidden_size = t.hidden;
+  c.text.intermediate_size = t.mlp;
+  c.text.num_hidden_layers = t.layers;
+  c.text.num_attention_heads = 8;
+  c.text.num_key_value_heads = 1;
+  c.text.head_dim = t.head_dim;
+  c.projection_dim = t.hidden;
+  c.embedding_dim = 128;
+  c.preprocess.size = v.image;
+  c.preprocess.image_seq_length = c.vision.num_patches();
+  return c;
+}
+
 // Forward FLOPs of one page (matmuls and attention; 2 per multiply-add).
 double PageFlops(const ColPaliConfig& c, int prompt_tokens) {
   const double t = c.vision.num_patches(), w = c.vision.hidden_size;
@@ -217,23 +245,7 @@ int main(int argc, char** argv) {
   if (!skip_mid) {
     // Mid-size random config: SigLIP 384 wide x 6 at 224/14 (256 patches), Gemma 512 x 6
     // with MQA, 128-dim output; the reference tokenizer.
-    ColPaliConfig c = *ReadColPaliConfig(tiny);
-    c.vision.hidden_size = 384;
-    c.vision.intermediate_size = 1536;
-    c.vision.num_hidden_layers = 6;
-    c.vision.num_attention_heads = 6;
-    c.vision.image_size = 224;
-    c.vision.patch_size = 14;
-    c.text.hidden_size = 512;
-    c.text.intermediate_size = 2048;
-    c.text.num_hidden_layers = 6;
-    c.text.num_attention_heads = 8;
-    c.text.num_key_value_heads = 1;
-    c.text.head_dim = 64;
-    c.projection_dim = 512;
-    c.embedding_dim = 128;
-    c.preprocess.size = 224;
-    c.preprocess.image_seq_length = c.vision.num_patches();
+    const ColPaliConfig c = Resized(*ReadColPaliConfig(tiny), {384, 1536, 6, 6, 224}, {512, 2048, 6, 64});
     const fs::path dir = fs::temp_directory_path() / "colpali_bench_mid";
     fs::remove_all(dir);
     if (auto s = WriteRandomCheckpoint(c, dir.string(), "BF16", 1); !s.ok()) {
@@ -251,23 +263,8 @@ int main(int argc, char** argv) {
     // 27 layers, 4304 MLP) and Gemma-2B (2048 wide, 18 layers, 8 heads over one KV head of
     // 256, 16384 GeGLU). The vocabulary stays the reference tokenizer's: it only sizes the
     // embedding table, which a forward reads a few rows of.
-    ColPaliConfig c = *ReadColPaliConfig(tiny);
-    c.vision.hidden_size = 1152;
-    c.vision.intermediate_size = 4304;
-    c.vision.num_hidden_layers = 27;
-    c.vision.num_attention_heads = 16;
-    c.vision.image_size = 448;
-    c.vision.patch_size = 14;
-    c.text.hidden_size = 2048;
-    c.text.intermediate_size = 16384;
-    c.text.num_hidden_layers = 18;
-    c.text.num_attention_heads = 8;
-    c.text.num_key_value_heads = 1;
-    c.text.head_dim = 256;
-    c.projection_dim = 2048;
-    c.embedding_dim = 128;
-    c.preprocess.size = 448;
-    c.preprocess.image_seq_length = c.vision.num_patches();
+    const ColPaliConfig c =
+        Resized(*ReadColPaliConfig(tiny), {1152, 4304, 27, 16, 448}, {2048, 16384, 18, 256});
     const fs::path dir = fs::temp_directory_path() / "colpali_bench_full";
     fs::remove_all(dir);
     if (auto s = WriteRandomCheckpoint(c, dir.string(), "BF16", 1); !s.ok()) {
