@@ -342,21 +342,23 @@ int Run(int argc, char** argv) {
                              "Max items per forward now (lowered after out-of-memory, grows back)",
                              [&pipeline] { return pipeline.executor().EffectiveBatchSizes(); });
   if (metrics::QueryDeviceMemory(settings.device).has_value()) {
-    const std::string device = settings.device;
-    metrics::Global().SetGauge("embedserve_device_memory_total_bytes", "The device's memory",
-                               [device]() -> std::vector<std::pair<metrics::Labels, double>> {
-                                 const auto memory = metrics::QueryDeviceMemory(device);
-                                 if (!memory) return {};
-                                 return {{{{"device", device}}, static_cast<double>(memory->total_bytes)}};
-                               });
-    metrics::Global().SetGauge("embedserve_device_memory_used_bytes",
-                               "Device memory in use (by this process and any other)",
-                               [device]() -> std::vector<std::pair<metrics::Labels, double>> {
-                                 const auto memory = metrics::QueryDeviceMemory(device);
-                                 if (!memory) return {};
-                                 return {{{{"device", device}},
-                                          static_cast<double>(memory->total_bytes - memory->free_bytes)}};
-                               });
+    // One gauge per figure, each read from cudaMemGetInfo at scrape time.
+    const auto device_memory_gauge = [device = settings.device](
+                                         const char* name, const char* help,
+                                         int64_t (*figure)(const metrics::DeviceMemory&)) {
+      metrics::Global().SetGauge(name, help, [device, figure]() {
+        std::vector<std::pair<metrics::Labels, double>> out;
+        if (const auto memory = metrics::QueryDeviceMemory(device)) {
+          out.push_back({{{"device", device}}, static_cast<double>(figure(*memory))});
+        }
+        return out;
+      });
+    };
+    device_memory_gauge("embedserve_device_memory_total_bytes", "The device's memory",
+                        [](const metrics::DeviceMemory& m) { return m.total_bytes; });
+    device_memory_gauge("embedserve_device_memory_used_bytes",
+                        "Device memory in use (by this process and any other)",
+                        [](const metrics::DeviceMemory& m) { return m.total_bytes - m.free_bytes; });
   }
   if (!f.metrics_listen.empty()) {
     absl::StatusOr<std::unique_ptr<metrics::HttpExporter>> started =

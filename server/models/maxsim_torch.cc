@@ -164,10 +164,7 @@ void Pack(const MaxSimPlan::Chunk& chunk, absl::Span<const RowsView> documents, 
 at::Tensor Stage(const MaxSimPlan::Chunk& chunk, absl::Span<const RowsView> documents, int dim,
                  at::Device device) {
   const int64_t batch = static_cast<int64_t>(chunk.segments.size());
-  at::TensorOptions host = at::TensorOptions().dtype(at::kFloat);
-  // Pinned memory needs the CUDA runtime: only for CUDA (MPS copies from pageable memory).
-  if (device.is_cuda()) host = host.pinned_memory(true);
-  at::Tensor staged = at::empty({batch, chunk.padded_rows, dim}, host);
+  at::Tensor staged = NewHostTensor({batch, chunk.padded_rows, dim}, at::kFloat, device);
   Pack(chunk, documents, dim, staged.data_ptr<float>());
   if (device.is_cpu()) return staged;
   return staged.to(device, /*non_blocking=*/true);

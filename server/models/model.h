@@ -154,4 +154,21 @@ class Model {
   }
 };
 
+// A model whose forwards are natively two-phase (both libtorch families): EmbedTexts and
+// EmbedImages launch and wait, so a family writes each forward once, as Launch*.
+class LaunchingModel : public Model {
+ public:
+  absl::StatusOr<std::vector<Embedding>> EmbedTexts(
+      absl::Span<const TextInput* const> texts) final {
+    return LaunchTexts(texts)->Wait();
+  }
+  absl::StatusOr<std::vector<Embedding>> EmbedImages(
+      absl::Span<const ImageInput* const> images) final {
+    return LaunchImages(images)->Wait();
+  }
+  std::unique_ptr<PendingBatch> LaunchTexts(absl::Span<const TextInput* const> texts) override = 0;
+  std::unique_ptr<PendingBatch> LaunchImages(
+      absl::Span<const ImageInput* const> images) override = 0;
+};
+
 }  // namespace embedserve::models

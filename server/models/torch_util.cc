@@ -190,11 +190,13 @@ at::Tensor Attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
 }
 
 at::Tensor NewHostTensor(at::IntArrayRef sizes, at::ScalarType dtype, const at::Device& device) {
-  return at::empty(sizes, at::TensorOptions().dtype(dtype).pinned_memory(!device.is_cpu()));
+  // Pinned memory needs the CUDA runtime: only for CUDA (MPS copies from pageable memory).
+  return at::empty(sizes, at::TensorOptions().dtype(dtype).pinned_memory(device.is_cuda()));
 }
 
 at::Tensor StageToDevice(const at::Tensor& host, const at::Device& device) {
   if (device.is_cpu()) return host;
+  if (!device.is_cuda()) return host.to(device, /*non_blocking=*/true);
   // Only the device-generic c10 stream/event API is used, so this builds against a CPU-only
   // libtorch and runs with whatever device backend the runtime libtorch registers.
   const c10::impl::VirtualGuardImpl impl(device.type());

@@ -70,13 +70,14 @@ struct Fp32LayerNorm : torch::nn::Module {
 at::Tensor Attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                      const at::Tensor& mask);
 
-// Host memory for a batch's inputs: page-locked when `device` is not the CPU, so that its copy
-// to the device runs asynchronously.
+// Host memory for a batch's inputs: page-locked when `device` is CUDA, so that its copy to
+// the device runs asynchronously.
 at::Tensor NewHostTensor(at::IntArrayRef sizes, at::ScalarType dtype, const at::Device& device);
 
-// `host` on `device`. CPU: `host` itself. Otherwise the copy is queued on a side stream
-// (through pinned staging when `host` is not pinned) and the current stream waits for it on
-// the device, not on the host: the copy overlaps the compute queued before it.
+// `host` on `device`. CPU: `host` itself. CUDA: the copy is queued on a side stream (through
+// pinned staging when `host` is not pinned) and the current stream waits for it on the
+// device, not on the host: the copy overlaps the compute queued before it. Other devices: a
+// plain copy.
 at::Tensor StageToDevice(const at::Tensor& host, const at::Device& device);
 
 // Launches one batch: `forward` queues the device work and returns the device output;

@@ -110,20 +110,14 @@ absl::Status DeviceExecutor::Enqueue(int queue_id, QueuedItem item) {
   return absl::OkStatus();
 }
 
-void DeviceExecutor::AddIncoming(int queue_id, int n) {
-  std::lock_guard<std::mutex> lock(mu_);
-  auto it = queues_.find(queue_id);
-  if (it != queues_.end()) it->second->items.AddIncoming(n);
-}
-
-void DeviceExecutor::ForgetIncoming(int queue_id, int n) {
+void DeviceExecutor::AddIncoming(int queue_id, int delta) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = queues_.find(queue_id);
     if (it == queues_.end()) return;
-    it->second->items.AddIncoming(-n);
+    it->second->items.AddIncoming(delta);
   }
-  wake_.notify_one();  // a partial batch may have been waiting for these
+  if (delta < 0) wake_.notify_one();  // a partial batch may have been waiting for these
 }
 
 int DeviceExecutor::IncomingItems(int queue_id) const {

@@ -48,10 +48,9 @@ class DeviceExecutor {
   void Start();
   void Stop();
 
-  // Announces `n` items that will be Enqueued to the queue once prepared; each Enqueue takes
-  // one off, and ForgetIncoming takes off those that will not come (failed or skipped).
-  void AddIncoming(int queue_id, int n);
-  void ForgetIncoming(int queue_id, int n);
+  // Announces `delta` items that will be Enqueued to the queue once prepared (each Enqueue
+  // takes one off); a negative `delta` takes off those that will not come (failed or skipped).
+  void AddIncoming(int queue_id, int delta);
   absl::Status Enqueue(int queue_id, QueuedItem item);
   // Runs `task` on the executor thread, between batches and before any batch not yet taken
   // (device work other than forwards, such as MaxSim scoring). UNAVAILABLE once stopping.

@@ -206,7 +206,7 @@ absl::Status Pipeline::Warmup(absl::string_view name) {
 absl::Status Pipeline::WarmupVersion(const ServingModel& entry) {
   const std::string& name = entry.name;
   for (const Modality modality : {Modality::kText, Modality::kImage}) {
-    const int queue = modality == Modality::kText ? entry.text_queue : entry.image_queue;
+    const int queue = entry.QueueFor(modality);
     if (queue < 0) continue;
     const BatchPolicy& policy =
         modality == Modality::kText ? options_.text_policy : options_.image_policy;
@@ -248,8 +248,8 @@ absl::Status Pipeline::WarmupVersion(const ServingModel& entry) {
 void Pipeline::Submit(std::shared_ptr<ServingModel> model, std::shared_ptr<EmbedCall> call) {
   for (int i = 0; i < call->size(); ++i) {
     const CallInput& input = call->input(i);
-    const bool text = input.modality == Modality::kText;
-    if (text ? model->text_queue < 0 : model->image_queue < 0) {
+    if (model->QueueFor(input.modality) < 0) {
+      const bool text = input.modality == Modality::kText;
       call->Fail(absl::InvalidArgumentError(absl::StrCat(
           input.field, ": model '", model->name, "' does not accept ", text ? "text" : "images")));
       return;
@@ -260,15 +260,13 @@ void Pipeline::Submit(std::shared_ptr<ServingModel> model, std::shared_ptr<Embed
     return;
   }
   // The batcher learns what is on its way, so a partial batch can wait for it.
-  auto queue_of = [&](int i) {
-    return call->input(i).modality == Modality::kText ? model->text_queue : model->image_queue;
-  };
+  auto queue_of = [&](int i) { return model->QueueFor(call->input(i).modality); };
   std::map<int, int> announced;
   for (int i = 0; i < call->size(); ++i) ++announced[queue_of(i)];
   for (const auto& [queue, n] : announced) executor_.AddIncoming(queue, n);
   for (int i = 0; i < call->size(); ++i) {
     if (!pool_ || !pool_->TrySchedule([this, model, call, i] { Prepare(*model, call, i); })) {
-      for (int j = i; j < call->size(); ++j) executor_.ForgetIncoming(queue_of(j), 1);
+      for (int j = i; j < call->size(); ++j) executor_.AddIncoming(queue_of(j), -1);
       call->Fail(absl::ResourceExhaustedError(absl::StrCat(
           "the preprocessing queue is full (", options_.preprocess_queue,
           " tasks, --preprocess-queue); retry with backoff")));
@@ -280,17 +278,15 @@ void Pipeline::Submit(std::shared_ptr<ServingModel> model, std::shared_ptr<Embed
 void Pipeline::Prepare(const ServingModel& model, const std::shared_ptr<EmbedCall>& call,
                        int index) {
   const CallInput& input = call->input(index);
-  const int announced_queue =
-      input.modality == Modality::kText ? model.text_queue : model.image_queue;
+  const int queue = model.QueueFor(input.modality);
   if (call->ShouldSkip(absl::Now())) {
-    executor_.ForgetIncoming(announced_queue, 1);
+    executor_.AddIncoming(queue, -1);
     call->Cancel();
     return;
   }
   const absl::Time start = absl::Now();
   absl::Status status;
   int cost = 1;
-  int queue = -1;
   if (input.modality == Modality::kText) {
     absl::StatusOr<models::TextInput> prepared =
         model.model->PrepareText(input.data, call->truncate());
@@ -299,20 +295,18 @@ void Pipeline::Prepare(const ServingModel& model, const std::shared_ptr<EmbedCal
       call->text(index) = *std::move(prepared);
     }
     status = prepared.status();
-    queue = model.text_queue;
   } else {
     absl::StatusOr<models::ImageInput> prepared =
         model.model->PrepareImage(input.data, options_.image_limits);
     if (prepared.ok()) call->image(index) = *std::move(prepared);
     status = prepared.status();
-    queue = model.image_queue;
   }
   const absl::Time end = absl::Now();
   call->AddPreprocessTime(end - start);
   (input.modality == Modality::kText ? model.text_preprocess : model.image_preprocess)
       ->Observe(absl::ToDoubleSeconds(end - start));
   if (!status.ok()) {
-    executor_.ForgetIncoming(queue, 1);
+    executor_.AddIncoming(queue, -1);
     call->Fail(absl::Status(status.code(), absl::StrCat(input.field, ": ", status.message())));
     return;
   }

@@ -64,6 +64,10 @@ struct ServingModel {
   int64_t estimated_bytes = 0;
   int text_queue = -1;
   int image_queue = -1;
+  // The batch queue of `modality`'s inputs; -1 if the model does not accept them.
+  int QueueFor(Modality modality) const {
+    return modality == Modality::kText ? text_queue : image_queue;
+  }
   metrics::Histogram* text_preprocess = nullptr;
   metrics::Histogram* image_preprocess = nullptr;
   std::shared_ptr<QueueRetirer> retirer;

@@ -89,7 +89,7 @@ std::map<std::string, std::string> DetectPrefixes(const TensorArchive& archive) 
   return chosen;
 }
 
-class ColPaliModel final : public Model {
+class ColPaliModel final : public LaunchingModel {
  public:
   ColPaliModel(ColPaliConfig config, ColPaliOptions options,
                std::unique_ptr<ColPaliTokenizer> tokenizer, std::shared_ptr<ColPaliModule> module,
@@ -153,16 +153,6 @@ class ColPaliModel final : public Model {
     return input;
   }
 
-  absl::StatusOr<std::vector<Embedding>> EmbedTexts(
-      absl::Span<const TextInput* const> texts) override {
-    return LaunchTexts(texts)->Wait();
-  }
-
-  absl::StatusOr<std::vector<Embedding>> EmbedImages(
-      absl::Span<const ImageInput* const> images) override {
-    return LaunchImages(images)->Wait();
-  }
-
   std::unique_ptr<PendingBatch> LaunchTexts(absl::Span<const TextInput* const> texts) override {
     if (texts.empty()) return std::make_unique<FinishedBatch>(std::vector<Embedding>());
     int64_t longest = 0;
@@ -222,7 +212,6 @@ class ColPaliModel final : public Model {
                             lengths, features);
     }, [lengths](const at::Tensor& out) { return ToEmbeddings(out, lengths); });
   }
-
 
   // Model::MaxSim: on device_, in float32 (maxsim_torch; guarded, under InferenceMode).
   absl::StatusOr<std::vector<float>> MaxSim(const RowsView& query,

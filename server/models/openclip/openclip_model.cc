@@ -34,7 +34,7 @@ bool KeepFp32(const std::string& name) {
 // Older checkpoints may carry the text tower's causal mask buffer; it is rebuilt here.
 bool IgnoredKey(const std::string& name) { return absl::EndsWith(name, "attn_mask"); }
 
-class OpenClipModel final : public Model {
+class OpenClipModel final : public LaunchingModel {
  public:
   OpenClipModel(OpenClipConfig config, std::unique_ptr<tokenizers::ClipTokenizer> tokenizer,
                 std::shared_ptr<ClipModule> module, at::Device device, at::ScalarType dtype,
@@ -83,16 +83,6 @@ class OpenClipModel final : public Model {
     ImageInput input;
     input.pixels = image::ClipPreprocess(*rgb, preprocess_);
     return input;
-  }
-
-  absl::StatusOr<std::vector<Embedding>> EmbedTexts(
-      absl::Span<const TextInput* const> texts) override {
-    return LaunchTexts(texts)->Wait();
-  }
-
-  absl::StatusOr<std::vector<Embedding>> EmbedImages(
-      absl::Span<const ImageInput* const> images) override {
-    return LaunchImages(images)->Wait();
   }
 
   std::unique_ptr<PendingBatch> LaunchTexts(absl::Span<const TextInput* const> texts) override {
@@ -148,7 +138,6 @@ class OpenClipModel final : public Model {
       return module_->EncodeImage(StageToDevice(pixels, device_).to(dtype_));
     }, &ToEmbeddings);
   }
-
 
   // Model::MaxSim: on device_, in float32 (maxsim_torch; guarded, under InferenceMode).
   absl::StatusOr<std::vector<float>> MaxSim(const RowsView& query,
