@@ -142,6 +142,7 @@ std::unique_ptr<Model> Load(const std::string& dir, const std::string& dtype, in
   RuntimeOptions options;
   options.device = g_device;
   options.dtype = dtype;
+  options.allow_slow_bfloat16 = true;  // measured on purpose, even where it is a fallback
   options.torch_threads = torch_threads;
   options.blas_threads = blas_threads;
   auto model = oc::LoadOpenClip(dir, options);

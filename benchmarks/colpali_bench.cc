@@ -121,6 +121,7 @@ void Throughput(const std::string& name, const std::string& dir, int batch, int 
     RuntimeOptions options;
     options.device = g_device;
     options.dtype = dtype;
+    options.allow_slow_bfloat16 = true;  // measured on purpose, even where it is a fallback
     auto model = LoadColPali(dir, options);
     if (!model.ok()) {
       std::printf("%s %s: %s\n", name.c_str(), dtype.c_str(), model.status().ToString().c_str());

@@ -107,11 +107,15 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "maxsim_bench: %s\n", device.status().ToString().c_str());
     return 2;
   }
-  const absl::StatusOr<at::ScalarType> dtype = models::ParseServingDtype(dtype_name, *device);
-  if (!dtype.ok()) {
-    std::fprintf(stderr, "maxsim_bench: %s\n", dtype.status().ToString().c_str());
+  models::RuntimeOptions runtime;
+  runtime.dtype = dtype_name;
+  runtime.allow_slow_bfloat16 = true;  // measured on purpose, even where it is a fallback
+  const absl::StatusOr<models::ServingDtype> serving = models::ResolveServingDtype(runtime, *device);
+  if (!serving.ok()) {
+    std::fprintf(stderr, "maxsim_bench: %s\n", serving.status().ToString().c_str());
     return 2;
   }
+  const at::ScalarType* dtype = &serving->type;
   models::MaxSimOptions options;
   options.compute_dtype = *dtype;
   options.chunk_bytes = static_cast<int64_t>(chunk_mib) << 20;

@@ -176,6 +176,7 @@ int Run(int argc, char** argv) {
                           {"multi_vector", m.multi_vector()},
                           {"context_length", m.context_length()},
                           {"image_size", m.image_size()}, {"dtype", m.dtype()},
+                          {"dtype_reason", m.dtype_reason()},
                           {"device", m.device()}, {"scoring", m.scoring()},
                           {"source", m.source()},
                           {"estimated_bytes", m.estimated_bytes()}}.dump() << "\n";

@@ -29,6 +29,7 @@
 #include "server/metrics/http_exporter.h"
 #include "server/metrics/metrics.h"
 #include "server/model_loader.h"
+#include "server/models/cpu_features.h"
 #include "server/sources/hf_hub.h"
 #include "server/pipeline/pipeline.h"
 #include "server/rpc/admin_service.h"
@@ -68,6 +69,7 @@ struct Flags {
   std::string auth_token_file;
   std::string tls_cert, tls_key, tls_client_ca;
   bool continue_on_model_failure = false;
+  bool allow_slow_bfloat16 = false;
   bool enable_admin = false;
   std::string model_dir;
   double model_dir_poll_s = 0;
@@ -111,9 +113,17 @@ int Run(int argc, char** argv) {
       ->envname("EMBEDSERVE_MODEL")->delimiter(',');
   app.add_option("--device", f.device, "auto|cpu|cuda[:N]|mps (auto: CUDA, then MPS, then CPU)")
       ->envname("EMBEDSERVE_DEVICE")->capture_default_str();
-  app.add_option("--dtype", f.dtype, "Serving dtype: float32|bfloat16|float16")
-      ->envname("EMBEDSERVE_DTYPE")->check(CLI::IsMember({"float32", "bfloat16", "float16"}))
+  app.add_option("--dtype", f.dtype,
+                 "Serving dtype: float32|bfloat16|float16|auto (auto: bfloat16 on CUDA compute "
+                 "capability 8+, else float16; float16 on MPS; on CPU bfloat16 where the CPU "
+                 "runs it natively, else float32). float32 gives OpenCLIP's vectors exactly")
+      ->envname("EMBEDSERVE_DTYPE")
+      ->check(CLI::IsMember({"float32", "bfloat16", "float16", "auto"}))
       ->capture_default_str();
+  app.add_flag("--allow-slow-bfloat16", f.allow_slow_bfloat16,
+               "Serve --dtype bfloat16 even on a CPU without native bfloat16 (AVX512_BF16 or "
+               "AMX), where it is a slow fallback (refused otherwise)")
+      ->envname("EMBEDSERVE_ALLOW_SLOW_BFLOAT16");
   app.add_option("--threads", f.threads, "Torch intra-op threads for the device executor (0: measured default: 1 for float32, all cores for bfloat16)")
       ->envname("EMBEDSERVE_THREADS")->check(CLI::Range(0, 1024))->capture_default_str();
   app.add_option("--blas-threads", f.blas_threads, "OpenBLAS pool threads, used by float32 on CPU (0: measured default: all cores for float32, 1 for bfloat16)")
@@ -248,16 +258,24 @@ int Run(int argc, char** argv) {
   LoadSettings settings;
   settings.device = ResolveDevice(f.device);
   settings.dtype = f.dtype;
+  settings.allow_slow_bfloat16 = f.allow_slow_bfloat16;
+  {
+    const models::CpuFeatures& cpu = models::HostCpuFeatures();
+    LogEvent(LogLevel::kInfo, "cpu",
+             absl::StrCat("model=", LogQuote(cpu.model_name), " features=", LogQuote(cpu.Summary()),
+                          " bfloat16=", cpu.NativeBfloat16() ? "native" : "not_native"));
+  }
   settings.threads = f.threads;
   settings.blas_threads = f.blas_threads;
   rpc::ModelHooks hooks;
   // A plain directory passes through; hf:ORG/REPO[@REV] is found in (or downloaded into)
   // the Hugging Face hub cache.
   hooks.resolve = [](const std::string& spec) { return sources::ResolveModelSource(spec); };
-  hooks.estimate = [dtype = f.dtype](const std::string& dir) -> absl::StatusOr<int64_t> {
+  hooks.estimate = [dtype = f.dtype, device = settings.device](
+                       const std::string& dir) -> absl::StatusOr<int64_t> {
     absl::StatusOr<std::string> family = DetectFamily(dir);
     if (!family.ok()) return family.status();
-    return EstimateModelBytes(dir, dtype);
+    return EstimateModelBytes(dir, dtype, device);
   };
   hooks.load = [settings](const std::string& dir) { return LoadModel(dir, settings); };
   hooks.is_model_dir = [](const std::string& dir) { return DetectFamily(dir).ok(); };

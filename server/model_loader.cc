@@ -8,9 +8,12 @@
 #include <torch/cuda.h>
 
 #include "absl/strings/str_cat.h"
+#include "common/log.h"
 #include "server/models/colpali/colpali_model.h"
+#include "server/models/cpu_features.h"
 #include "server/models/openclip/openclip_model.h"
 #include "server/models/safetensors.h"
+#include "server/models/serving_dtype.h"
 
 namespace embedserve {
 
@@ -43,9 +46,11 @@ absl::StatusOr<std::string> DetectFamily(const std::string& dir) {
       "model directory ", dir, " has neither open_clip_config.json nor config.json"));
 }
 
-absl::StatusOr<int64_t> EstimateModelBytes(const std::string& dir, const std::string& dtype) {
+absl::StatusOr<int64_t> EstimateModelBytes(const std::string& dir, const std::string& dtype,
+                                           const std::string& device) {
   namespace fs = std::filesystem;
-  const int64_t float_size = dtype == "float32" ? 4 : 2;
+  const int64_t float_size = models::ServingFloatBytes(dtype, models::HostCpuFeatures(),
+                                                       /*on_cpu=*/device == "cpu");
   auto weigh = [float_size](const models::TensorArchive& archive) {
     int64_t total = 0;
     for (const auto& file : archive.files()) {
@@ -111,10 +116,18 @@ absl::StatusOr<std::unique_ptr<models::Model>> LoadModel(const std::string& dir,
   options.dtype = settings.dtype;
   options.torch_threads = settings.threads;
   options.blas_threads = settings.blas_threads;
-  if (*family == "openclip") return models::openclip::LoadOpenClip(dir, options);
-  if (*family == "colpali") return models::colpali::LoadColPali(dir, options);
-  return absl::UnimplementedError(
-      absl::StrCat("the ", *family, " family is not implemented in this build yet"));
+  options.allow_slow_bfloat16 = settings.allow_slow_bfloat16;
+  absl::StatusOr<std::unique_ptr<models::Model>> model =
+      absl::UnimplementedError(absl::StrCat("the ", *family, " family is not implemented in this build yet"));
+  if (*family == "openclip") model = models::openclip::LoadOpenClip(dir, options);
+  if (*family == "colpali") model = models::colpali::LoadColPali(dir, options);
+  if (model.ok()) {
+    const models::ModelDescription& d = (*model)->description();
+    LogEvent(LogLevel::kInfo, "model_dtype",
+             absl::StrCat("dir=", LogQuote(dir), " device=", d.device, " dtype=", d.dtype,
+                          " reason=", LogQuote(d.dtype_reason)));
+  }
+  return model;
 }
 
 }  // namespace embedserve

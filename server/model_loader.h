@@ -13,7 +13,8 @@ namespace embedserve {
 
 struct LoadSettings {
   std::string device = "cpu";   // resolved: "cpu", "cuda:N", "mps"
-  std::string dtype = "float32";
+  std::string dtype = "float32";  // or "auto" (serving_dtype.h)
+  bool allow_slow_bfloat16 = false;
   int threads = 0;       // torch intra-op threads (0: the measured default for the dtype)
   int blas_threads = 0;  // OpenBLAS pool threads (0: the measured default for the dtype)
 };
@@ -26,11 +27,12 @@ std::string ResolveDevice(const std::string& requested);
 absl::StatusOr<std::string> DetectFamily(const std::string& dir);
 
 // Estimated memory of the model in `dir` once loaded in `dtype` ("float32", "bfloat16",
-// "float16"): the sum over its weight tensors (the safetensors checkpoint the family reads:
+// "float16", or "auto" on `device`, counted as what auto picks there): the sum over its weight tensors (the safetensors checkpoint the family reads:
 // open_clip_model.safetensors, else model.safetensors / adapter_model.safetensors, sharded or
 // not, else every *.safetensors file in `dir`) of numel x the size of the type it is served
 // in (floating tensors take `dtype`, others keep their own). Reads only the headers.
-absl::StatusOr<int64_t> EstimateModelBytes(const std::string& dir, const std::string& dtype);
+absl::StatusOr<int64_t> EstimateModelBytes(const std::string& dir, const std::string& dtype,
+                                           const std::string& device = "cpu");
 
 // Loads and returns the model; UNIMPLEMENTED for a family this build cannot run yet.
 absl::StatusOr<std::unique_ptr<models::Model>> LoadModel(const std::string& dir,

@@ -82,6 +82,7 @@ void Check(const std::string& name, const Loader& load, const std::string& image
     RuntimeOptions options;
     options.device = device;
     options.dtype = dtype;
+    options.allow_slow_bfloat16 = true;  // measured on purpose, even where it is a fallback
     auto gpu = load(options);
     if (!gpu.ok()) {
       std::printf("FAIL %s %s: load: %s\n", name.c_str(), dtype, gpu.status().ToString().c_str());

@@ -26,6 +26,7 @@ struct ModelDescription {
   int context_length = 0;        // max tokens per text (after special tokens)
   int image_size = 0;            // square input side in pixels
   std::string dtype;             // serving dtype: "float32", "bfloat16", "float16"
+  std::string dtype_reason;      // why that dtype (requested, or what auto weighed)
   std::string device;            // "cpu", "cuda:0", "mps"
   bool outputs_normalized = false;  // true if the model already L2-normalizes every row
   float logit_scale = 0.f;       // exp()'d CLIP logit scale; 0 if the family has none

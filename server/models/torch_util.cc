@@ -49,19 +49,78 @@ absl::StatusOr<at::Device> ParseDevice(const std::string& device) {
       absl::StrCat("device '", device, "' is not one of cpu, cuda, cuda:N, mps"));
 }
 
-absl::StatusOr<at::ScalarType> ParseServingDtype(const std::string& dtype, const at::Device& device) {
-  const std::string d = absl::AsciiStrToLower(dtype);
-  if (d == "float32" || d == "fp32") return at::kFloat;
-  if (d == "bfloat16" || d == "bf16") return at::kBFloat16;
-  if (d == "float16" || d == "fp16" || d == "half") {
-    if (device.is_cpu()) {
-      return absl::InvalidArgumentError(
-          "dtype float16: libtorch has no float16 matmul on CPU; use bfloat16 (oneDNN) or float32");
-    }
-    return at::kHalf;
+namespace {
+
+// The CUDA device's compute capability major, from the CUDA runtime libtorch loaded (never a
+// second copy); 0 when unknown.
+int CudaComputeMajor(const at::Device& device) {
+  using GetAttribute = int (*)(int*, int, int);
+  auto get = reinterpret_cast<GetAttribute>(dlsym(RTLD_DEFAULT, "cudaDeviceGetAttribute"));
+  if (get == nullptr) return 0;
+  constexpr int kComputeCapabilityMajor = 75;  // cudaDevAttrComputeCapabilityMajor
+  int major = 0;
+  if (get(&major, kComputeCapabilityMajor, device.has_index() ? device.index() : 0) != 0) return 0;
+  return major;
+}
+
+double MatmulGflops(at::ScalarType dtype) {
+  RuntimeOptions defaults;
+  ConfigureCpuThreads(defaults, dtype);
+  c10::InferenceMode guard;
+  constexpr int64_t kRows = 256, kInner = 768, kCols = 768;
+  const at::Tensor a = at::randn({kRows, kInner}).to(dtype);
+  const at::Tensor b = at::randn({kInner, kCols}).to(dtype);
+  double best = 0;
+  for (int rep = 0; rep < 4; ++rep) {
+    const auto start = std::chrono::steady_clock::now();
+    const at::Tensor c = at::matmul(a, b);
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const double gflops = 2.0 * kRows * kInner * kCols / seconds / 1e9;
+    // A scalar fallback is told by its first run; otherwise that run only warms caches and
+    // thread pools, and the best of the next three counts.
+    if (rep == 0 && seconds > 0.25) return gflops;
+    if (rep > 0) best = std::max(best, gflops);
   }
-  return absl::InvalidArgumentError(
-      absl::StrCat("dtype '", dtype, "' is not one of float32, bfloat16, float16"));
+  return best;
+}
+
+}  // namespace
+
+CpuMatmulRates MeasureCpuMatmulRates() {
+  static const CpuMatmulRates rates = [] {
+    CpuMatmulRates r;
+    r.float32_gflops = MatmulGflops(at::kFloat);
+    r.bfloat16_gflops = MatmulGflops(at::kBFloat16);
+    return r;
+  }();
+  return rates;
+}
+
+absl::StatusOr<ServingDtype> ResolveServingDtype(const RuntimeOptions& options,
+                                                 const at::Device& device) {
+  DtypeContext context;
+  if (options.dtype_context_for_testing != nullptr) {
+    context = *options.dtype_context_for_testing;
+  } else {
+    context.cpu = HostCpuFeatures();
+    context.measure_cpu = MeasureCpuMatmulRates;
+  }
+  context.device = device.is_cuda() ? DeviceKind::kCuda
+                   : device.is_mps() ? DeviceKind::kMps
+                                     : DeviceKind::kCpu;
+  if (device.is_cuda() && options.dtype_context_for_testing == nullptr) {
+    context.cuda_compute_major = CudaComputeMajor(device);
+  }
+  absl::StatusOr<DtypeChoice> choice =
+      ChooseServingDtype(options.dtype, context, options.allow_slow_bfloat16);
+  if (!choice.ok()) return choice.status();
+  ServingDtype out;
+  out.type = choice->dtype == "bfloat16" ? at::kBFloat16
+             : choice->dtype == "float16" ? at::kHalf
+                                          : at::kFloat;
+  out.reason = choice->reason;
+  return out;
 }
 
 std::string ServingDtypeName(at::ScalarType dtype) {

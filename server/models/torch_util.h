@@ -15,15 +15,29 @@
 #include "server/models/model.h"
 #include "server/models/runtime_options.h"
 #include "server/models/safetensors.h"
+#include "server/models/serving_dtype.h"
 
 namespace embedserve::models {
 
 // "cpu", "cuda", "cuda:N", "mps" -> a device this build and machine can use, or
 // FAILED_PRECONDITION naming what is missing.
 absl::StatusOr<at::Device> ParseDevice(const std::string& device);
-// "float32"/"fp32", "bfloat16"/"bf16", "float16"/"fp16" -> a dtype the device can compute in.
-absl::StatusOr<at::ScalarType> ParseServingDtype(const std::string& dtype, const at::Device& device);
+// The dtype a model serves in on `device`, and why: options.dtype ("auto", "float32",
+// "bfloat16", "float16") through ChooseServingDtype (serving_dtype.h), with the host CPU's
+// facts (or options.dtype_context_for_testing's) and, where CPUID does not settle it, a
+// measured matmul (MeasureCpuMatmulRates).
+struct ServingDtype {
+  at::ScalarType type = at::kFloat;
+  std::string reason;
+};
+absl::StatusOr<ServingDtype> ResolveServingDtype(const RuntimeOptions& options,
+                                                 const at::Device& device);
 std::string ServingDtypeName(at::ScalarType dtype);
+
+// float32 and bfloat16 matmul throughput on this CPU, each with its serving thread set-up
+// (ConfigureCpuThreads' defaults): a [256 x 768] x [768 x 768] product, best of three.
+// Measured once per process (about 0.1 s; 0.2 s where bfloat16 is a scalar fallback).
+CpuMatmulRates MeasureCpuMatmulRates();
 
 // Sets libtorch's intra-op threads and OpenBLAS's pool from the options (0: the measured
 // default for the dtype; see RuntimeOptions). Returns a short description for the log.

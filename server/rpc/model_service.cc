@@ -25,6 +25,7 @@ void ToModelInfo(const pipeline::ModelSnapshot& model, v1::ModelInfo* out) {
   out->set_context_length(d.context_length);
   out->set_image_size(d.image_size);
   out->set_dtype(d.dtype);
+  out->set_dtype_reason(d.dtype_reason);
   out->set_device(d.device);
   out->set_scoring(d.scoring);
   out->set_logit_scale(d.logit_scale);

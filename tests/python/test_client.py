@@ -109,6 +109,38 @@ def test_model_info_of_the_test_model(ready):
     assert set(info.modalities) == {"text", "image"}
     assert info.logit_scale > 0
     assert ready.health(MODEL) == "SERVING"
+    # The default serves OpenCLIP's exact float32, and says so.
+    assert info.dtype == "float32" and info.dtype_reason == "requested (--dtype float32)"
+
+
+def cpu_flags():
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def test_dtype_auto_reports_the_dtype_it_chose_and_why():
+    # --dtype auto on this CPU: bfloat16 where the kernel lists a native bfloat16 instruction
+    # (AVX512_BF16, AMX-BF16), else decided by a measured matmul; either way ModelInfo names
+    # the dtype actually used and the reason.
+    s = Server("--dtype", "auto")
+    try:
+        with embedserve.Client(s.unix_target, timeout=60) as c:
+            info = c.model(MODEL)
+            assert info.state == "ready", info.state_message
+            assert info.dtype in ("float32", "bfloat16")
+            assert info.dtype_reason.startswith("auto: " + info.dtype)
+            flags = cpu_flags()
+            if "avx512_bf16" in flags or {"amx_bf16", "amx_tile"} <= flags:
+                assert info.dtype == "bfloat16" and "natively" in info.dtype_reason
+            else:
+                assert "GFLOP/s" in info.dtype_reason  # measured, with the figures
+            vectors = c.embed_texts(MODEL, ["a photo of a dog"])
+            assert np.all(np.isfinite(vectors))
+    finally:
+        assert s.stop() == 0
 
 
 # ---- embed ---------------------------------------------------------------------------------
@@ -402,6 +434,132 @@ def test_retry_unavailable_until_the_server_starts():
         c.close()
         t.join()
         assert holder["server"].stop() == 0
+
+
+def test_one_retry_waits_for_a_server_that_starts_late():
+    # retries=1: the first attempt fails fast (no socket yet); the retry waits for the
+    # connection within the deadline, however many connection attempts the server's start
+    # takes. Before, each retry was one more fail-fast attempt, and a slow start outlasted
+    # the count while most of the deadline was left.
+    tmp = tempfile.mkdtemp(prefix="embedserve-late1-")
+    sock = os.path.join(tmp, "late.sock")
+    c = embedserve.Client("unix:" + sock, retries=1, timeout=60)
+    holder = {}
+
+    def start_late():
+        time.sleep(2.0)
+        holder["server"] = Server(socket_path=sock, wait=False, model=False)
+
+    t = threading.Thread(target=start_late)
+    t.start()
+    try:
+        assert c.models() == []
+    finally:
+        c.close()
+        t.join()
+        assert holder["server"].stop() == 0
+
+
+def test_the_server_answers_http2_from_the_moment_its_socket_exists():
+    # The server side of a late start: a connection made the moment the socket file appears
+    # (while the model is still loading) gets the server's HTTP/2 SETTINGS frame, not
+    # silence. The 30 s socket timeout only keeps a broken server from hanging the test.
+    import socket as socket_module
+    tmp = tempfile.mkdtemp(prefix="embedserve-h2-")
+    sock = os.path.join(tmp, "h2.sock")
+    s = Server(socket_path=sock, wait=False)
+    try:
+        deadline = time.monotonic() + 60
+        while not os.path.exists(sock):
+            assert time.monotonic() < deadline and s.proc.poll() is None
+            time.sleep(0.005)
+        conn = socket_module.socket(socket_module.AF_UNIX, socket_module.SOCK_STREAM)
+        conn.settimeout(30)
+        conn.connect(sock)
+        conn.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0]))
+        header = b""
+        while len(header) < 9:
+            chunk = conn.recv(9 - len(header))
+            assert chunk, "the server closed the connection before its SETTINGS frame"
+            header += chunk
+        conn.close()
+        frame_type, stream_id = header[3], int.from_bytes(header[5:9], "big") & 0x7FFFFFFF
+        assert frame_type == 4 and stream_id == 0  # SETTINGS on the connection stream
+    finally:
+        assert s.stop() == 0
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+class SlowHandshakeProxy:
+    """A unix socket that accepts at once but connects each connection through to the server
+    only after `delay` seconds: a server whose HTTP/2 SETTINGS come late, as on a busy
+    machine."""
+
+    def __init__(self, backend_path, delay):
+        import socket as socket_module
+        self.socket_module = socket_module
+        self.dir = tempfile.mkdtemp(prefix="embedserve-slowhs-")
+        self.path = os.path.join(self.dir, "slow.sock")
+        self.backend_path = backend_path
+        self.delay = delay
+        self.listener = socket_module.socket(socket_module.AF_UNIX, socket_module.SOCK_STREAM)
+        self.listener.bind(self.path)
+        self.listener.listen(16)
+        self.accepted = 0
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _pipe(self, src, dst):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(self.socket_module.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def _serve(self, conn):
+        time.sleep(self.delay)
+        backend = self.socket_module.socket(self.socket_module.AF_UNIX,
+                                            self.socket_module.SOCK_STREAM)
+        backend.connect(self.backend_path)
+        threading.Thread(target=self._pipe, args=(conn, backend), daemon=True).start()
+        threading.Thread(target=self._pipe, args=(backend, conn), daemon=True).start()
+
+    def _accept(self):
+        while not self.closed:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def close(self):
+        self.closed = True
+        self.listener.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def test_a_server_slow_to_finish_the_handshake_is_reached_without_retries(server):
+    # The server's SETTINGS arrive 1 s after the connection is accepted. The client used to
+    # set grpc.min_reconnect_backoff_ms=100, which gRPC core also uses as the connect
+    # timeout: "connection attempt timed out before receiving SETTINGS frame", the failure
+    # seen on a busy 2-core CI machine. Now one attempt, no retries, gets through.
+    proxy = SlowHandshakeProxy(server.socket, delay=1.0)
+    try:
+        with embedserve.Client("unix:" + proxy.path, retries=0, timeout=20) as c:
+            assert [m.name for m in c.models()] == [MODEL]
+        assert proxy.accepted == 1
+    finally:
+        proxy.close()
 
 
 def test_resource_exhausted_per_client_is_retried(ready):

@@ -77,6 +77,7 @@ class ModelInfo:
     scoring: str
     logit_scale: float
     source: str
+    dtype_reason: str = ""  # why `dtype`: requested, or what the server's --dtype auto weighed
 
     @property
     def ready(self) -> bool:
@@ -147,10 +148,13 @@ HEALTH = Method("/grpc.health.v1.Health/Check", deserializer=_health_response,
 def channel_options(max_message_bytes):
     return [("grpc.max_send_message_length", max_message_bytes),
             ("grpc.max_receive_message_length", max_message_bytes),
-            # A server that restarts is found again quickly (retries cover the gap).
+            # A server that restarts is found again within a second of answering.
             ("grpc.initial_reconnect_backoff_ms", 100),
-            ("grpc.min_reconnect_backoff_ms", 100),
-            ("grpc.max_reconnect_backoff_ms", 2000)]
+            ("grpc.max_reconnect_backoff_ms", 1000)]
+    # Not grpc.min_reconnect_backoff_ms: gRPC core also takes it as the connect timeout, the
+    # time one attempt has to connect AND receive the server's HTTP/2 SETTINGS (default 20 s).
+    # At 100 ms, a server slowed by a busy machine never finished a handshake in time and the
+    # channel fell back into backoff until the caller's retries ran out.
 
 
 def normalize_target(target):
@@ -382,7 +386,7 @@ def model_info(m) -> ModelInfo:
         context_length=m.context_length, image_size=m.image_size, dtype=m.dtype,
         device=m.device, state=_STATES.get(m.state, str(m.state)),
         state_message=m.state_message, scoring=m.scoring, logit_scale=m.logit_scale,
-        source=m.source)
+        source=m.source, dtype_reason=m.dtype_reason)
 
 
 def models_result(response) -> List[ModelInfo]:

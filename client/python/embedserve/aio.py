@@ -60,8 +60,11 @@ class AsyncClient(c.ClientOptions):
                                       "deadline of %.3gs exceeded after %d attempts"
                                       % (timeout, attempt), method.path)
             try:
+                # Retries wait for the channel to connect within the deadline (see
+                # Client.call); the first attempt fails fast.
                 return await self._callable(method)(
-                    request, timeout=remaining, metadata=c.metadata(self.client_id, self.token))
+                    request, timeout=remaining, metadata=c.metadata(self.client_id, self.token),
+                    wait_for_ready=attempt > 0)
             except grpc.RpcError as e:
                 if e.code() in c.RETRYABLE and attempt < retries:
                     delay = self.backoff.delay(attempt)

@@ -42,7 +42,9 @@ class Client(c.ClientOptions):
     timeout: the deadline of each call in seconds, retries included (None: no deadline).
     token: sent as `authorization: Bearer <token>` when given.
     retries: how many times a call that failed with UNAVAILABLE or RESOURCE_EXHAUSTED is
-      tried again, after exponential backoff with jitter.
+      tried again, after exponential backoff with jitter. A retry waits for the connection
+      (gRPC's wait_for_ready) until the deadline, so a server that is still starting is
+      reached within `timeout` rather than after a count of connection attempts.
     client_id: the `x-embedserve-client` header (the server's per-client limits key on it);
       default "py-<hostname>-<pid>", re-derived in forked children.
     credentials: grpc.ChannelCredentials for TLS (TCP targets), else plaintext.
@@ -123,8 +125,13 @@ class Client(c.ClientOptions):
                                       "deadline of %.3gs exceeded after %d attempts"
                                       % (timeout, attempt), method.path)
             try:
+                # A retry waits for the channel to connect (wait_for_ready), within the
+                # deadline: a server still starting is reached however many connection
+                # attempts that takes. The first attempt fails fast, so retries=0 still
+                # reports an unreachable server at once.
                 return self._callable(method)(request, timeout=remaining,
-                                              metadata=self._metadata())
+                                              metadata=self._metadata(),
+                                              wait_for_ready=attempt > 0)
             except grpc.RpcError as e:
                 if e.code() in c.RETRYABLE and attempt < retries:
                     delay = self.backoff.delay(attempt)

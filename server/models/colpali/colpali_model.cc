@@ -451,8 +451,9 @@ absl::StatusOr<std::unique_ptr<Model>> LoadColPali(const std::string& dir,
   }
   absl::StatusOr<at::Device> device = ParseDevice(options.device);
   if (!device.ok()) return device.status();
-  absl::StatusOr<at::ScalarType> dtype = ParseServingDtype(options.dtype, *device);
-  if (!dtype.ok()) return dtype.status();
+  absl::StatusOr<ServingDtype> serving = ResolveServingDtype(options, *device);
+  if (!serving.ok()) return serving.status();
+  const at::ScalarType* dtype = &serving->type;
 
   const bool tokenizer_in_dir = fs::exists(fs::path(dir) / "tokenizer.json", ec) ||
                                 fs::exists(fs::path(dir) / "tokenizer.model", ec);
@@ -517,6 +518,7 @@ absl::StatusOr<std::unique_ptr<Model>> LoadColPali(const std::string& dir,
   d.context_length = colpali_options.max_text_tokens;
   d.image_size = config->preprocess.size;
   d.dtype = ServingDtypeName(*dtype);
+  d.dtype_reason = serving->reason;
   d.device = device->str();
   d.outputs_normalized = true;
   d.logit_scale = 0.f;

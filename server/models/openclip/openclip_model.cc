@@ -186,8 +186,9 @@ absl::StatusOr<std::unique_ptr<Model>> LoadOpenClip(const std::string& dir,
   if (!config.ok()) return config.status();
   absl::StatusOr<at::Device> device = ParseDevice(options.device);
   if (!device.ok()) return device.status();
-  absl::StatusOr<at::ScalarType> dtype = ParseServingDtype(options.dtype, *device);
-  if (!dtype.ok()) return dtype.status();
+  absl::StatusOr<ServingDtype> serving = ResolveServingDtype(options, *device);
+  if (!serving.ok()) return serving.status();
+  const at::ScalarType* dtype = &serving->type;
   if (config->text.vocab_size <= 49407) {
     return absl::InvalidArgumentError(absl::StrCat(
         dir, ": text_cfg.vocab_size ", config->text.vocab_size,
@@ -234,6 +235,7 @@ absl::StatusOr<std::unique_ptr<Model>> LoadOpenClip(const std::string& dir,
   d.context_length = config->text.context_length;
   d.image_size = config->vision.image_size;
   d.dtype = ServingDtypeName(*dtype);
+  d.dtype_reason = serving->reason;
   d.device = device->str();
   d.outputs_normalized = false;
   d.logit_scale = std::exp(module->logit_scale.item<float>());

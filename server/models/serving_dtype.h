@@ -1,0 +1,51 @@
+// Which dtype a model serves in, and why: the requested dtype (or "auto") checked against
+// what the device runs natively. Pure and torch-free; the CPU facts are injected, so every
+// branch is tested on any machine (tests/models/serving_dtype_test.cc).
+#pragma once
+
+#include <functional>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "server/models/cpu_features.h"
+
+namespace embedserve::models {
+
+enum class DeviceKind { kCpu, kCuda, kMps };
+
+// Matmul throughput measured on this CPU in each dtype, each with its serving thread set-up.
+struct CpuMatmulRates {
+  double float32_gflops = 0;
+  double bfloat16_gflops = 0;
+};
+
+// What the choice depends on.
+struct DtypeContext {
+  DeviceKind device = DeviceKind::kCpu;
+  CpuFeatures cpu;
+  // Measures bfloat16 against float32 on this CPU; called only when CPUID does not settle it.
+  std::function<CpuMatmulRates()> measure_cpu;
+  int cuda_compute_major = 0;  // the CUDA device's compute capability (8 = Ampere)
+};
+
+struct DtypeChoice {
+  std::string dtype;   // "float32", "bfloat16", "float16"
+  std::string reason;  // why, for ModelInfo.dtype_reason and the log
+};
+
+// bfloat16 counts as fast on a CPU without native instructions when its measured matmul
+// rate is at least this fraction of float32's (oneDNN's AVX-512 emulation can be).
+inline constexpr double kFastBfloat16Fraction = 0.8;
+
+// `requested`: "auto", "float32"/"fp32", "bfloat16"/"bf16", "float16"/"fp16"/"half".
+// On a CPU without fast bfloat16, an explicit "bfloat16" is refused (INVALID_ARGUMENT with
+// the measured cost and the alternative) unless `allow_slow_bfloat16`.
+absl::StatusOr<DtypeChoice> ChooseServingDtype(const std::string& requested,
+                                               const DtypeContext& context,
+                                               bool allow_slow_bfloat16);
+
+// The bytes one floating-point weight takes when `requested` is served on the host CPU,
+// without measuring: 2 for bfloat16/float16 and for "auto" where the CPU is native, else 4.
+int ServingFloatBytes(const std::string& requested, const CpuFeatures& cpu, bool on_cpu);
+
+}  // namespace embedserve::models
