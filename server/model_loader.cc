@@ -12,7 +12,7 @@
 #include "server/models/colpali/colpali_model.h"
 #include "server/models/cpu_features.h"
 #include "server/models/openclip/openclip_model.h"
-#include "server/models/safetensors.h"
+#include "server/weights/safetensors.h"
 #include "server/models/serving_dtype.h"
 
 namespace embedserve {
@@ -51,15 +51,15 @@ absl::StatusOr<int64_t> EstimateModelBytes(const std::string& dir, const std::st
   namespace fs = std::filesystem;
   const int64_t float_size = models::ServingFloatBytes(dtype, models::HostCpuFeatures(),
                                                        /*on_cpu=*/device == "cpu");
-  auto weigh = [float_size](const models::TensorArchive& archive) {
+  auto weigh = [float_size](const weights::TensorArchive& archive) {
     int64_t total = 0;
     for (const auto& file : archive.files()) {
-      for (const models::TensorView& tensor : file->tensors()) {
-        const models::TensorDtype t = tensor.dtype;
-        const bool floating = t == models::TensorDtype::kF32 || t == models::TensorDtype::kF16 ||
-                              t == models::TensorDtype::kBF16 || t == models::TensorDtype::kF64;
+      for (const weights::TensorView& tensor : file->tensors()) {
+        const weights::TensorDtype t = tensor.dtype;
+        const bool floating = t == weights::TensorDtype::kF32 || t == weights::TensorDtype::kF16 ||
+                              t == weights::TensorDtype::kBF16 || t == weights::TensorDtype::kF64;
         total += tensor.numel() *
-                 (floating ? float_size : static_cast<int64_t>(models::DtypeSize(t)));
+                 (floating ? float_size : static_cast<int64_t>(weights::DtypeSize(t)));
       }
     }
     return total;
@@ -75,8 +75,8 @@ absl::StatusOr<int64_t> EstimateModelBytes(const std::string& dir, const std::st
         !fs::exists(fs::path(dir) / absl::StrCat(base, ".index.json"), ec)) {
       continue;
     }
-    absl::StatusOr<std::unique_ptr<models::TensorArchive>> archive =
-        models::TensorArchive::OpenInDir(dir, base);
+    absl::StatusOr<std::unique_ptr<weights::TensorArchive>> archive =
+        weights::TensorArchive::OpenInDir(dir, base);
     if (!archive.ok()) return archive.status();
     total += weigh(**archive);
     found = true;
@@ -84,8 +84,8 @@ absl::StatusOr<int64_t> EstimateModelBytes(const std::string& dir, const std::st
   }
   // A ColPali adapter sits beside (or instead of) the base weights.
   if (fs::exists(fs::path(dir) / "adapter_model.safetensors", ec)) {
-    absl::StatusOr<std::unique_ptr<models::TensorArchive>> archive =
-        models::TensorArchive::OpenFile((fs::path(dir) / "adapter_model.safetensors").string());
+    absl::StatusOr<std::unique_ptr<weights::TensorArchive>> archive =
+        weights::TensorArchive::OpenFile((fs::path(dir) / "adapter_model.safetensors").string());
     if (!archive.ok()) return archive.status();
     total += weigh(**archive);
     found = true;
@@ -93,8 +93,8 @@ absl::StatusOr<int64_t> EstimateModelBytes(const std::string& dir, const std::st
   if (!found) {
     for (const fs::directory_entry& entry : fs::directory_iterator(dir, ec)) {
       if (entry.path().extension() != ".safetensors") continue;
-      absl::StatusOr<std::unique_ptr<models::TensorArchive>> archive =
-          models::TensorArchive::OpenFile(entry.path().string());
+      absl::StatusOr<std::unique_ptr<weights::TensorArchive>> archive =
+          weights::TensorArchive::OpenFile(entry.path().string());
       if (!archive.ok()) return archive.status();
       total += weigh(**archive);
       found = true;

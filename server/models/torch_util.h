@@ -14,10 +14,18 @@
 #include "absl/status/statusor.h"
 #include "server/models/model.h"
 #include "server/models/runtime_options.h"
-#include "server/models/safetensors.h"
+#include "server/weights/safetensors.h"
 #include "server/models/serving_dtype.h"
 
 namespace embedserve::models {
+
+// The weight-file types every family reads its checkpoint through (server/weights).
+using weights::DtypeSize;
+using weights::TensorArchive;
+using weights::TensorDtype;
+using weights::TensorToWrite;
+using weights::ShapeString;
+using weights::TensorView;
 
 // "cpu", "cuda", "cuda:N", "mps" -> a device this build and machine can use, or
 // FAILED_PRECONDITION naming what is missing.

@@ -15,7 +15,7 @@
 #include "server/models/colpali/colpali_config.h"
 #include "server/models/colpali/colpali_model.h"
 #include "server/models/colpali/colpali_tokenizer.h"
-#include "server/models/safetensors.h"
+#include "server/weights/safetensors.h"
 
 namespace fs = std::filesystem;
 using embedserve::models::Embedding;
@@ -23,11 +23,11 @@ using embedserve::models::ImageInput;
 using embedserve::models::ImageLimits;
 using embedserve::models::Model;
 using embedserve::models::RuntimeOptions;
-using embedserve::models::TensorArchive;
-using embedserve::models::TensorDtype;
-using embedserve::models::TensorToWrite;
+using embedserve::weights::TensorArchive;
+using embedserve::weights::TensorDtype;
+using embedserve::weights::TensorToWrite;
 using embedserve::models::TextInput;
-using embedserve::models::WriteSafetensors;
+using embedserve::weights::WriteSafetensors;
 using namespace embedserve::models::colpali;
 
 using embedserve::testing::Cosine;

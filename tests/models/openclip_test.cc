@@ -15,7 +15,7 @@
 #include "server/models/openclip/openclip_model.h"
 #include "server/models/cpu_features.h"
 #include "server/models/serving_dtype.h"
-#include "server/models/safetensors.h"
+#include "server/weights/safetensors.h"
 
 namespace fs = std::filesystem;
 using embedserve::models::Embedding;
@@ -214,7 +214,7 @@ TEST_CASE("OpenCLIP's named architectures have OpenCLIP's parameter counts") {
 TEST_CASE("the parameter names are the reference checkpoint's keys, with its shapes") {
   auto config = ReadOpenClipConfig(kRef + "model");
   REQUIRE(config.ok());
-  auto archive = embedserve::models::TensorArchive::OpenInDir(kRef + "model",
+  auto archive = embedserve::weights::TensorArchive::OpenInDir(kRef + "model",
                                                               "open_clip_model.safetensors");
   REQUIRE(archive.ok());
   std::vector<std::string> names;
@@ -363,7 +363,7 @@ TEST_CASE("configs the native CLIP cannot run fail at load, naming the field") {
 }
 
 TEST_CASE("a checkpoint that does not fit the config fails at load, naming file and tensor") {
-  namespace st = embedserve::models;
+  namespace st = embedserve::weights;
   auto archive = st::TensorArchive::OpenInDir(kRef + "model", "open_clip_model.safetensors");
   REQUIRE(archive.ok());
   // Rewrites the reference checkpoint with one change and loads it.

@@ -22,7 +22,7 @@
 #include "server/models/colpali/colpali_modules.h"
 #include "server/models/colpali/colpali_tokenizer.h"
 #include "server/models/maxsim_torch.h"
-#include "server/models/safetensors.h"
+#include "server/weights/safetensors.h"
 #include "server/models/torch_util.h"
 
 namespace embedserve::models::colpali {

@@ -6,10 +6,13 @@
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
-#include "server/models/colpali/hf_tokenizer_json.h"
-#include "server/models/colpali/sentencepiece_model.h"
+#include "server/tokenizers/hf_tokenizer_json.h"
+#include "server/tokenizers/sentencepiece_model.h"
 
 namespace embedserve::models::colpali {
+
+using tokenizers::HfTokenizerJson;
+using tokenizers::SentencePieceModel;
 
 // What ColPaliTokenizer needs of a tokenizer file. Implementations are immutable.
 class ColPaliTokenizer::Backend {

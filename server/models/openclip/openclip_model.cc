@@ -17,7 +17,7 @@
 #include "server/image/decode.h"
 #include "server/models/openclip/openclip_modules.h"
 #include "server/models/maxsim_torch.h"
-#include "server/models/safetensors.h"
+#include "server/weights/safetensors.h"
 #include "server/models/torch_util.h"
 #include "server/tokenizers/clip_tokenizer.h"
 

@@ -1,6 +1,6 @@
 // Tests for server/models/safetensors: the reference checkpoints, write/read round trips,
 // every header validation error, and sharded archives (index json).
-#include "server/models/safetensors.h"
+#include "server/weights/safetensors.h"
 
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -20,12 +20,12 @@
 
 namespace {
 
-using embedserve::models::SafetensorsFile;
-using embedserve::models::TensorArchive;
-using embedserve::models::TensorDtype;
-using embedserve::models::TensorToWrite;
-using embedserve::models::TensorView;
-using embedserve::models::WriteSafetensors;
+using embedserve::weights::SafetensorsFile;
+using embedserve::weights::TensorArchive;
+using embedserve::weights::TensorDtype;
+using embedserve::weights::TensorToWrite;
+using embedserve::weights::TensorView;
+using embedserve::weights::WriteSafetensors;
 
 const std::string kData = EMBEDSERVE_TEST_DATA;
 const std::string kClipDir = kData + "/openclip-reference/model";
@@ -96,9 +96,9 @@ std::string Bytes(size_t n, char fill = 'x') { return std::string(n, fill); }
 }  // namespace
 
 TEST_CASE("dtype names and sizes", "[safetensors]") {
-  using embedserve::models::DtypeName;
-  using embedserve::models::DtypeSize;
-  using embedserve::models::ParseDtypeName;
+  using embedserve::weights::DtypeName;
+  using embedserve::weights::DtypeSize;
+  using embedserve::weights::ParseDtypeName;
   CHECK(DtypeName(TensorDtype::kBF16) == "BF16");
   CHECK(DtypeName(TensorDtype::kBool) == "BOOL");
   CHECK(DtypeSize(TensorDtype::kF64) == 8);
@@ -114,8 +114,8 @@ TEST_CASE("dtype names and sizes", "[safetensors]") {
   }
   TensorDtype unused;
   CHECK_FALSE(ParseDtypeName("F8_E4M3", &unused));
-  CHECK(embedserve::models::ShapeString({64, 3, 16, 16}) == "[64, 3, 16, 16]");
-  CHECK(embedserve::models::ShapeString({}) == "[]");
+  CHECK(embedserve::weights::ShapeString({64, 3, 16, 16}) == "[64, 3, 16, 16]");
+  CHECK(embedserve::weights::ShapeString({}) == "[]");
 }
 
 TEST_CASE("reads the OpenCLIP reference checkpoint", "[safetensors]") {

@@ -16,7 +16,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
 
-namespace embedserve::models {
+namespace embedserve::weights {
 
 // The element types this reader understands (safetensors names: F32, F16, BF16, F64, I64,
 // I32, I16, I8, U8, BOOL). Any other dtype in a file is rejected as INVALID_ARGUMENT.
@@ -138,4 +138,4 @@ struct TensorToWrite {
 absl::Status WriteSafetensors(const std::string& path, const std::vector<TensorToWrite>& tensors,
                               const std::map<std::string, std::string>& metadata = {});
 
-}  // namespace embedserve::models
+}  // namespace embedserve::weights

@@ -8,7 +8,7 @@
 #include <unordered_map>
 #include <vector>
 
-namespace embedserve::models::colpali {
+namespace embedserve::tokenizers {
 
 class SentencePieceModel {
  public:
@@ -52,4 +52,4 @@ class SentencePieceModel {
   int byte_ids_[256];
 };
 
-}  // namespace embedserve::models::colpali
+}  // namespace embedserve::tokenizers

@@ -14,7 +14,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 
-namespace embedserve::models::colpali {
+namespace embedserve::tokenizers {
 
 // One tokenizer.json, parsed and checked at Load; immutable afterwards, so every const method
 // is thread-safe.
@@ -121,4 +121,4 @@ class HfTokenizerJson {
   int size_ = 0;
 };
 
-}  // namespace embedserve::models::colpali
+}  // namespace embedserve::tokenizers

@@ -1,6 +1,6 @@
 // Torch-free safetensors: mmap'ed reader with strict header validation, sharded checkpoint
 // archives (index json), and the atomic writer.
-#include "server/models/safetensors.h"
+#include "server/weights/safetensors.h"
 
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -18,7 +18,7 @@
 #include "absl/strings/str_join.h"
 #include "nlohmann/json.hpp"
 
-namespace embedserve::models {
+namespace embedserve::weights {
 namespace {
 
 using json = nlohmann::json;
@@ -773,4 +773,4 @@ absl::Status WriteSafetensors(const std::string& path, const std::vector<TensorT
   return absl::OkStatus();
 }
 
-}  // namespace embedserve::models
+}  // namespace embedserve::weights

@@ -1,6 +1,6 @@
 // HfTokenizerJson: tokenizer.json parsing and checks (HfTokenizerJsonParser), and the encoder
 // (added-token split, normalizer, pre-tokenizer, BPE by merge rank with byte fallback).
-#include "server/models/colpali/hf_tokenizer_json.h"
+#include "server/tokenizers/hf_tokenizer_json.h"
 
 #include <algorithm>
 #include <cstdio>
@@ -15,7 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
 
-namespace embedserve::models::colpali {
+namespace embedserve::tokenizers {
 namespace {
 
 using Json = nlohmann::json;
@@ -814,4 +814,4 @@ absl::StatusOr<std::vector<int32_t>> HfTokenizerJson::Encode(absl::string_view t
   return ids;
 }
 
-}  // namespace embedserve::models::colpali
+}  // namespace embedserve::tokenizers

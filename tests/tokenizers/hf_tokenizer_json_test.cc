@@ -14,13 +14,13 @@
 #include "absl/status/status.h"
 #include "server/models/colpali/colpali_config.h"
 #include "server/models/colpali/colpali_tokenizer.h"
-#include "server/models/colpali/hf_tokenizer_json.h"
+#include "server/tokenizers/hf_tokenizer_json.h"
 #include "tests/test_util.h"
 
 namespace fs = std::filesystem;
 using embedserve::models::colpali::ColPaliConfig;
 using embedserve::models::colpali::ColPaliTokenizer;
-using embedserve::models::colpali::HfTokenizerJson;
+using embedserve::tokenizers::HfTokenizerJson;
 using embedserve::models::colpali::ReadColPaliConfig;
 using embedserve::testing::Slurp;
 using Json = nlohmann::json;

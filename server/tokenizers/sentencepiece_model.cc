@@ -1,5 +1,5 @@
 // SentencePiece BPE: ModelProto parsing (protobuf wire format) and the BPE encoder.
-#include "server/models/colpali/sentencepiece_model.h"
+#include "server/tokenizers/sentencepiece_model.h"
 
 #include <algorithm>
 #include <cstdint>
@@ -10,7 +10,7 @@
 #include <queue>
 #include <sstream>
 
-namespace embedserve::models::colpali {
+namespace embedserve::tokenizers {
 namespace {
 
 // A minimal protobuf wire-format reader over a byte range.
@@ -345,4 +345,4 @@ bool SentencePieceModel::Encode(const std::string& text, std::vector<int>* ids,
   return true;
 }
 
-}  // namespace embedserve::models::colpali
+}  // namespace embedserve::tokenizers
