@@ -22,6 +22,7 @@
 
 #include "server/models/openclip/openclip_config.h"
 #include "server/models/openclip/openclip_model.h"
+#include "server/models/openclip/openclip_random_checkpoint.h"
 #include "server/models/torch_util.h"
 
 namespace {

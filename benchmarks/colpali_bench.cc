@@ -23,6 +23,7 @@
 
 #include "server/models/colpali/colpali_config.h"
 #include "server/models/colpali/colpali_model.h"
+#include "server/models/colpali/colpali_random_checkpoint.h"
 
 namespace fs = std::filesystem;
 using namespace embedserve::models;

@@ -4,6 +4,7 @@
 #include <dlfcn.h>
 
 #include <chrono>
+#include <map>
 #include <cstring>
 #include <new>
 #include <thread>
@@ -167,6 +168,13 @@ TensorToWrite ToTensorToWrite(std::string name, const at::Tensor& tensor, Weight
   t.shape = tensor.sizes().vec();
   t.bytes.assign(static_cast<const char*>(out.data_ptr()), out.nbytes());
   return t;
+}
+
+std::vector<std::pair<std::string, std::vector<int64_t>>> SortedParameterShapes(
+    torch::nn::Module& module) {
+  std::map<std::string, std::vector<int64_t>> sorted;
+  for (auto& item : module.named_parameters(true)) sorted[item.key()] = item.value().sizes().vec();
+  return {sorted.begin(), sorted.end()};
 }
 
 absl::StatusOr<at::Tensor> TensorFromView(const TensorView& view) {

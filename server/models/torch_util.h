@@ -6,6 +6,8 @@
 
 #include <functional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include <ATen/ATen.h>
 #include <torch/nn/module.h>
@@ -50,6 +52,11 @@ CpuMatmulRates MeasureCpuMatmulRates();
 // Sets libtorch's intra-op threads and OpenBLAS's pool from the options (0: the measured
 // default for the dtype; see RuntimeOptions). Returns a short description for the log.
 std::string ConfigureCpuThreads(const RuntimeOptions& options, at::ScalarType dtype);
+
+// Every parameter of `module` as (name, shape), sorted by name (build the module on the meta
+// device to list a full-size model without allocating it).
+std::vector<std::pair<std::string, std::vector<int64_t>>> SortedParameterShapes(
+    torch::nn::Module& module);
 
 // A torch view of a safetensors tensor (no copy; the archive must outlive it).
 absl::StatusOr<at::Tensor> TensorFromView(const TensorView& view);

@@ -14,6 +14,7 @@
 #include "tests/test_util.h"
 #include "server/models/colpali/colpali_config.h"
 #include "server/models/colpali/colpali_model.h"
+#include "server/models/colpali/colpali_random_checkpoint.h"
 #include "server/models/colpali/colpali_tokenizer.h"
 #include "server/weights/safetensors.h"
 

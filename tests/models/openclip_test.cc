@@ -13,6 +13,7 @@
 #include "tests/test_util.h"
 #include "server/models/openclip/openclip_config.h"
 #include "server/models/openclip/openclip_model.h"
+#include "server/models/openclip/openclip_random_checkpoint.h"
 #include "server/models/cpu_features.h"
 #include "server/models/serving_dtype.h"
 #include "server/weights/safetensors.h"

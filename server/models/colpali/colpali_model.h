@@ -46,11 +46,5 @@ std::optional<std::string> CanonicalName(const std::string& checkpoint_key);
 // Every parameter (canonical name, shape), sorted; on the meta device.
 std::vector<std::pair<std::string, std::vector<int64_t>>> ParameterShapes(const ColPaliConfig& config);
 
-// Writes a random checkpoint of `config` into `dir` (created if missing): config.json,
-// preprocessor_config.json and model.safetensors in `layout`, weights in `weight_dtype`
-// ("F32", "F16", "BF16"). No tokenizer is written. For tests and benchmarks.
-absl::Status WriteRandomCheckpoint(const ColPaliConfig& config, const std::string& dir,
-                                   const std::string& weight_dtype, uint64_t seed,
-                                   KeyLayout layout = KeyLayout::kTransformers);
 
 }  // namespace embedserve::models::colpali

@@ -20,12 +20,6 @@ namespace embedserve::models::openclip {
 absl::StatusOr<std::unique_ptr<Model>> LoadOpenClip(const std::string& dir,
                                                     const RuntimeOptions& options);
 
-// Writes a randomly initialised checkpoint of `config` in the hub format into `dir`
-// (created if missing): open_clip_config.json + open_clip_model.safetensors with weights in
-// `weight_dtype` ("F32", "F16", "BF16"). For tests and benchmarks; not a trained model.
-absl::Status WriteRandomCheckpoint(const OpenClipConfig& config, const std::string& dir,
-                                   const std::string& weight_dtype, uint64_t seed);
-
 // Every parameter the module for `config` has, as (state_dict key, shape), sorted by key;
 // computed on the meta device without allocating the weights.
 std::vector<std::pair<std::string, std::vector<int64_t>>> ParameterShapes(
