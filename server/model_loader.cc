@@ -1,4 +1,4 @@
-// Family detection and dispatch to each family's loader.
+// Family detection, weight estimates and loading, through the family registry.
 #include "server/model_loader.h"
 
 #include <filesystem>
@@ -8,10 +8,10 @@
 #include <torch/cuda.h>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/log.h"
-#include "server/models/colpali/colpali_model.h"
 #include "server/models/cpu_features.h"
-#include "server/models/openclip/openclip_model.h"
+#include "server/models/registry.h"
 #include "server/weights/safetensors.h"
 #include "server/models/serving_dtype.h"
 
@@ -23,27 +23,39 @@ std::string ResolveDevice(const std::string& requested) {
   return "cpu";
 }
 
-absl::StatusOr<std::string> DetectFamily(const std::string& dir) {
+namespace {
+
+// The registered family whose directories `dir` is one of; INVALID_ARGUMENT naming what
+// each family looks for otherwise.
+absl::StatusOr<const models::ModelFamily*> FindFamily(const std::string& dir) {
   namespace fs = std::filesystem;
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) {
     return absl::InvalidArgumentError(absl::StrCat("model path ", dir, " is not a directory"));
   }
-  if (fs::exists(fs::path(dir) / "open_clip_config.json", ec)) return std::string("openclip");
+  std::vector<std::string> wanted;
+  for (const models::ModelFamily* family : models::ModelFamilies()) {
+    if (family->detect(dir)) return family;
+    wanted.push_back(family->recognized_by);
+  }
   const fs::path config = fs::path(dir) / "config.json";
   if (fs::exists(config, ec)) {
     std::ifstream in(config);
-    nlohmann::json json = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
-    if (json.is_object() && json.value("model_type", "") == "colpali") {
-      return std::string("colpali");
-    }
+    const nlohmann::json json = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
     return absl::InvalidArgumentError(absl::StrCat(
-        config.string(), ": model_type '",
-        json.is_object() ? json.value("model_type", "") : "", "' is not a supported family "
-        "(supported: open_clip_config.json directories, model_type colpali)"));
+        config.string(), ": model_type '", json.is_object() ? json.value("model_type", "") : "",
+        "' is not a supported family (supported: ", absl::StrJoin(wanted, "; "), ")"));
   }
-  return absl::InvalidArgumentError(absl::StrCat(
-      "model directory ", dir, " has neither open_clip_config.json nor config.json"));
+  return absl::InvalidArgumentError(absl::StrCat("model directory ", dir, " has neither ",
+                                                 absl::StrJoin(wanted, " nor ")));
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> DetectFamily(const std::string& dir) {
+  absl::StatusOr<const models::ModelFamily*> family = FindFamily(dir);
+  if (!family.ok()) return family.status();
+  return (*family)->name;
 }
 
 absl::StatusOr<int64_t> EstimateModelBytes(const std::string& dir, const std::string& dtype,
@@ -64,13 +76,12 @@ absl::StatusOr<int64_t> EstimateModelBytes(const std::string& dir, const std::st
     }
     return total;
   };
+  absl::StatusOr<const models::ModelFamily*> family = FindFamily(dir);
+  if (!family.ok()) return family.status();
   std::error_code ec;
-  if (!fs::is_directory(dir, ec)) {
-    return absl::InvalidArgumentError(absl::StrCat("model path ", dir, " is not a directory"));
-  }
   int64_t total = 0;
   bool found = false;
-  for (const char* base : {"open_clip_model.safetensors", "model.safetensors"}) {
+  for (const std::string& base : (*family)->weight_files) {
     if (!fs::exists(fs::path(dir) / base, ec) &&
         !fs::exists(fs::path(dir) / absl::StrCat(base, ".index.json"), ec)) {
       continue;
@@ -82,10 +93,11 @@ absl::StatusOr<int64_t> EstimateModelBytes(const std::string& dir, const std::st
     found = true;
     break;
   }
-  // A ColPali adapter sits beside (or instead of) the base weights.
-  if (fs::exists(fs::path(dir) / "adapter_model.safetensors", ec)) {
+  // An adapter sits beside (or instead of) the base weights.
+  for (const std::string& extra : (*family)->extra_weight_files) {
+    if (!fs::exists(fs::path(dir) / extra, ec)) continue;
     absl::StatusOr<std::unique_ptr<weights::TensorArchive>> archive =
-        weights::TensorArchive::OpenFile((fs::path(dir) / "adapter_model.safetensors").string());
+        weights::TensorArchive::OpenFile((fs::path(dir) / extra).string());
     if (!archive.ok()) return archive.status();
     total += weigh(**archive);
     found = true;
@@ -109,7 +121,7 @@ absl::StatusOr<int64_t> EstimateModelBytes(const std::string& dir, const std::st
 
 absl::StatusOr<std::unique_ptr<models::Model>> LoadModel(const std::string& dir,
                                                          const LoadSettings& settings) {
-  absl::StatusOr<std::string> family = DetectFamily(dir);
+  absl::StatusOr<const models::ModelFamily*> family = FindFamily(dir);
   if (!family.ok()) return family.status();
   models::RuntimeOptions options;
   options.device = settings.device;
@@ -117,10 +129,7 @@ absl::StatusOr<std::unique_ptr<models::Model>> LoadModel(const std::string& dir,
   options.torch_threads = settings.threads;
   options.blas_threads = settings.blas_threads;
   options.allow_slow_bfloat16 = settings.allow_slow_bfloat16;
-  absl::StatusOr<std::unique_ptr<models::Model>> model =
-      absl::UnimplementedError(absl::StrCat("the ", *family, " family is not implemented in this build yet"));
-  if (*family == "openclip") model = models::openclip::LoadOpenClip(dir, options);
-  if (*family == "colpali") model = models::colpali::LoadColPali(dir, options);
+  absl::StatusOr<std::unique_ptr<models::Model>> model = (*family)->load(dir, options);
   if (model.ok()) {
     const models::ModelDescription& d = (*model)->description();
     LogEvent(LogLevel::kInfo, "model_dtype",

@@ -1,5 +1,6 @@
-// Loads a model from a directory by recognising its family from the files it holds
-// (open_clip_config.json: OpenCLIP; config.json with model_type colpali: ColPali).
+// Loads a model from a directory by recognising its family from the files it holds, through
+// the family registry (server/models/registry.h): OpenCLIP (open_clip_config.json), ColPali
+// (config.json with model_type colpali).
 #pragma once
 
 #include <cstdint>
@@ -27,10 +28,11 @@ std::string ResolveDevice(const std::string& requested);
 absl::StatusOr<std::string> DetectFamily(const std::string& dir);
 
 // Estimated memory of the model in `dir` once loaded in `dtype` ("float32", "bfloat16",
-// "float16", or "auto" on `device`, counted as what auto picks there): the sum over its weight tensors (the safetensors checkpoint the family reads:
-// open_clip_model.safetensors, else model.safetensors / adapter_model.safetensors, sharded or
-// not, else every *.safetensors file in `dir`) of numel x the size of the type it is served
-// in (floating tensors take `dtype`, others keep their own). Reads only the headers.
+// "float16", or "auto" on `device`, counted as what auto picks there): the sum over its
+// weight tensors (the family's safetensors checkpoint, sharded or not, plus its extra files
+// such as an adapter; else every *.safetensors file in `dir`) of numel x the size of the
+// type it is served in (floating tensors take `dtype`, others keep their own). Reads only
+// the headers. INVALID_ARGUMENT if `dir` is no family's.
 absl::StatusOr<int64_t> EstimateModelBytes(const std::string& dir, const std::string& dtype,
                                            const std::string& device = "cpu");
 

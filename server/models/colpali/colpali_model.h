@@ -12,6 +12,7 @@
 
 #include "absl/status/statusor.h"
 #include "server/models/colpali/colpali_config.h"
+#include "server/models/family.h"
 #include "server/models/model.h"
 #include "server/models/runtime_options.h"
 
@@ -30,6 +31,10 @@ struct ColPaliOptions {
 absl::StatusOr<std::unique_ptr<Model>> LoadColPali(const std::string& dir,
                                                    const RuntimeOptions& options,
                                                    const ColPaliOptions& colpali_options = {});
+
+// The family entry: config.json with model_type colpali, weights in model.safetensors (plus
+// adapter_model.safetensors for a LoRA adapter), loaded by LoadColPali with default options.
+const ModelFamily& ColPaliFamily();
 
 // Checkpoint key layouts that load: transformers <= 4.51 ("vlm.vision_tower.vision_model.",
 // "vlm.multi_modal_projector.", "vlm.language_model.model.", "embedding_proj_layer."),

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "server/models/family.h"
 #include "server/models/model.h"
 #include "server/models/openclip/openclip_config.h"
 #include "server/models/runtime_options.h"
@@ -19,6 +20,10 @@ namespace embedserve::models::openclip {
 // naming the file, the tensor or field, and what was expected.
 absl::StatusOr<std::unique_ptr<Model>> LoadOpenClip(const std::string& dir,
                                                     const RuntimeOptions& options);
+
+// The family entry: directories with open_clip_config.json, weights in
+// open_clip_model.safetensors, loaded by LoadOpenClip.
+const ModelFamily& OpenClipFamily();
 
 // Every parameter the module for `config` has, as (state_dict key, shape), sorted by key;
 // computed on the meta device without allocating the weights.

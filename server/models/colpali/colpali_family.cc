@@ -1,0 +1,27 @@
+// ColPali's entry in the family registry.
+#include <filesystem>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "server/models/colpali/colpali_model.h"
+
+namespace embedserve::models::colpali {
+
+const ModelFamily& ColPaliFamily() {
+  static const ModelFamily family{
+      "colpali",
+      "config.json with model_type colpali",
+      [](const std::string& dir) {
+        std::ifstream in(std::filesystem::path(dir) / "config.json");
+        if (!in) return false;
+        const nlohmann::json json = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+        return json.is_object() && json.value("model_type", "") == "colpali";
+      },
+      {"model.safetensors"},
+      {"adapter_model.safetensors"},
+      [](const std::string& dir, const RuntimeOptions& options) { return LoadColPali(dir, options); }};
+  return family;
+}
+
+}  // namespace embedserve::models::colpali

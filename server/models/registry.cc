@@ -1,0 +1,17 @@
+// The registry: one line per family.
+#include "server/models/registry.h"
+
+#include "server/models/colpali/colpali_model.h"
+#include "server/models/openclip/openclip_model.h"
+
+namespace embedserve::models {
+
+const std::vector<const ModelFamily*>& ModelFamilies() {
+  static const std::vector<const ModelFamily*> families = {
+      &openclip::OpenClipFamily(),
+      &colpali::ColPaliFamily(),
+  };
+  return families;
+}
+
+}  // namespace embedserve::models
