@@ -32,7 +32,11 @@
 #include "server/models/cpu_features.h"
 #include "server/sources/hf_hub.h"
 #include "server/pipeline/pipeline.h"
+#include "server/lifecycle/memory_budget.h"
+#include "server/lifecycle/model_manager.h"
 #include "server/rpc/admin_service.h"
+#include "server/rpc/embed_service.h"
+#include "server/rpc/model_service.h"
 #include "server/rpc/server.h"
 
 namespace embedserve {
@@ -267,7 +271,7 @@ int Run(int argc, char** argv) {
   }
   settings.threads = f.threads;
   settings.blas_threads = f.blas_threads;
-  rpc::ModelHooks hooks;
+  lifecycle::ModelHooks hooks;
   // A plain directory passes through; hf:ORG/REPO[@REV] is found in (or downloaded into)
   // the Hugging Face hub cache.
   hooks.resolve = [](const std::string& spec) { return sources::ResolveModelSource(spec); };
@@ -279,12 +283,12 @@ int Run(int argc, char** argv) {
   };
   hooks.load = [settings](const std::string& dir) { return LoadModel(dir, settings); };
   hooks.is_model_dir = [](const std::string& dir) { return DetectFamily(dir).ok(); };
-  const int64_t budget_bytes = f.memory_budget_mb < 0 ? rpc::DefaultMemoryBudgetBytes(settings.device)
+  const int64_t budget_bytes = f.memory_budget_mb < 0 ? lifecycle::DefaultMemoryBudgetBytes(settings.device)
                                                       : f.memory_budget_mb << 20;
-  rpc::ModelManager manager(&pipeline, hooks, budget_bytes, f.model_dir);
+  lifecycle::ModelManager manager(&pipeline, hooks, budget_bytes, f.model_dir);
   LogEvent(LogLevel::kInfo, "memory_budget",
            absl::StrCat("device=", settings.device, " budget=",
-                        LogQuote(budget_bytes > 0 ? rpc::FormatBytes(budget_bytes) : "none")));
+                        LogQuote(budget_bytes > 0 ? lifecycle::FormatBytes(budget_bytes) : "none")));
   if (!f.model_dir.empty()) {
     std::error_code ec;
     if (!std::filesystem::is_directory(f.model_dir, ec)) {
@@ -325,12 +329,16 @@ int Run(int argc, char** argv) {
     }
   }
   config.max_concurrent_per_client = f.max_concurrent_per_client;
-  std::unique_ptr<rpc::CallTracker> admin_tracker;
-  std::unique_ptr<rpc::AdminServiceImpl> admin;
+  // One tracker admits every call (auth, per-client limits, metrics, access log).
+  std::unique_ptr<rpc::CallTracker> tracker = rpc::Server::MakeTracker(config);
+  std::vector<rpc::ServiceEntry> services;
+  services.push_back({"embedserve.v1.EmbedService",
+                      std::make_unique<rpc::EmbedServiceImpl>(&pipeline, config.limits, tracker.get())});
+  services.push_back({"embedserve.v1.ModelService",
+                      std::make_unique<rpc::ModelServiceImpl>(&pipeline, tracker.get())});
   if (f.enable_admin) {
-    admin_tracker = std::make_unique<rpc::CallTracker>(0, f.access_log, config.auth_tokens);
-    admin = std::make_unique<rpc::AdminServiceImpl>(&manager, &pipeline, admin_tracker.get());
-    rpc::RegisterWithNextServer(admin.get());
+    services.push_back({"embedserve.v1.AdminService",
+                        std::make_unique<rpc::AdminServiceImpl>(&manager, &pipeline, tracker.get())});
     if (config.auth_tokens.empty()) {
       for (const std::string& address : f.listen) {
         if (rpc::UnixSocketPath(address).empty()) {
@@ -343,7 +351,8 @@ int Run(int argc, char** argv) {
       }
     }
   }
-  absl::StatusOr<std::unique_ptr<rpc::Server>> server = rpc::Server::Start(config, &pipeline);
+  absl::StatusOr<std::unique_ptr<rpc::Server>> server =
+      rpc::Server::Start(config, &pipeline, std::move(tracker), std::move(services));
   if (!server.ok()) {
     LogEvent(LogLevel::kError, "start_failed", absl::StrCat("error=", LogQuote(server.status().message())));
     return 1;
@@ -420,7 +429,7 @@ int Run(int argc, char** argv) {
                               absl::ToDoubleSeconds(absl::Now() - start));
   }
   if (!f.model_dir.empty()) {
-    absl::StatusOr<rpc::ModelManager::RescanResult> scanned = manager.Rescan();
+    absl::StatusOr<lifecycle::ModelManager::RescanResult> scanned = manager.Rescan();
     if (!scanned.ok()) {
       ++failures;
       LogEvent(LogLevel::kError, "model_dir_scan_failed",
@@ -445,10 +454,7 @@ int Run(int argc, char** argv) {
   }
   metrics::Global().SetGauge("embedserve_model_load_seconds", "Time to load each model",
                              [load_seconds] { return load_seconds; });
-  (*server)->SetServing("", true);
-  (*server)->SetServing("embedserve.v1.EmbedService", true);
-  (*server)->SetServing("embedserve.v1.ModelService", true);
-  if (f.enable_admin) (*server)->SetServing("embedserve.v1.AdminService", true);
+  (*server)->SetServicesServing();
   if (model_args.empty() && f.model_dir.empty() && !f.enable_admin) {
     LogEvent(LogLevel::kWarning, "no_models", "hint=\"pass --model NAME=DIRECTORY\"");
   }

@@ -41,7 +41,8 @@ bool CallTracker::Authenticated(const grpc::ServerContextBase& context) const {
 }
 
 absl::Status CallTracker::Begin(const grpc::ServerContextBase& context, std::string method,
-                                std::string model, int items, Ticket* ticket) {
+                                std::string model, int items, Ticket* ticket,
+                                ClientLimit limit) {
   ticket->method = std::move(method);
   ticket->model = std::move(model);
   ticket->items = items;
@@ -55,7 +56,7 @@ absl::Status CallTracker::Begin(const grpc::ServerContextBase& context, std::str
     return absl::UnauthenticatedError(
         "missing or invalid bearer token: send the header 'authorization: Bearer TOKEN'");
   }
-  if (max_per_client_ <= 0) return absl::OkStatus();
+  if (max_per_client_ <= 0 || limit == ClientLimit::kExempt) return absl::OkStatus();
   absl::MutexLock lock(&mu_);
   int& count = in_flight_[ticket->client];
   if (count >= max_per_client_) {

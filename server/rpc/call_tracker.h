@@ -34,11 +34,16 @@ class CallTracker {
     bool holds_slot = false;
   };
 
+  // Whether a call takes one of its client's max_per_client slots (admin calls do not: they
+  // change the server, they do not load it).
+  enum class ClientLimit { kCounts, kExempt };
+
   // Starts tracking a call. UNAUTHENTICATED without a valid `authorization: Bearer TOKEN`
   // header when tokens are configured; RESOURCE_EXHAUSTED when the client already has
   // max_per_client calls in flight. On error the ticket must still be passed to End.
   absl::Status Begin(const grpc::ServerContextBase& context, std::string method,
-                     std::string model, int items, Ticket* ticket);
+                     std::string model, int items, Ticket* ticket,
+                     ClientLimit limit = ClientLimit::kCounts);
   // Ends a call: frees its slot, counts it, and writes the access log line.
   void End(const Ticket& ticket, const absl::Status& status);
 

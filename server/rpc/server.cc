@@ -20,8 +20,6 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "grpc/health/v1/health.pb.h"
-#include "server/rpc/embed_service.h"
-#include "server/rpc/model_service.h"
 
 namespace embedserve::rpc {
 
@@ -102,8 +100,15 @@ Server::~Server() {
   if (!shut_down_ && server_) Shutdown(absl::Now());
 }
 
+std::unique_ptr<CallTracker> Server::MakeTracker(const ServerConfig& config) {
+  return std::make_unique<CallTracker>(config.max_concurrent_per_client, config.access_log,
+                                       config.auth_tokens);
+}
+
 absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerConfig& config,
-                                                      pipeline::Pipeline* pipeline) {
+                                                      pipeline::Pipeline* pipeline,
+                                                      std::unique_ptr<CallTracker> tracker,
+                                                      std::vector<ServiceEntry> services) {
   if (config.listen.empty()) return absl::InvalidArgumentError("no --listen address given");
   // Reflection must see health.proto: touching the descriptor keeps it linked in.
   (void)grpc::health::v1::HealthCheckRequest::descriptor();
@@ -133,12 +138,10 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerConfig& config
       builder.AddListeningPort(address, tcp_credentials, ports.back().get());
     }
   }
-  server->tracker_ = std::make_unique<CallTracker>(config.max_concurrent_per_client,
-                                                   config.access_log, config.auth_tokens);
-  auto embed = std::make_unique<EmbedServiceImpl>(pipeline, config.limits, server->tracker_.get());
-  auto models = std::make_unique<ModelServiceImpl>(pipeline, server->tracker_.get());
-  builder.RegisterService(embed.get());
-  builder.RegisterService(models.get());
+  server->tracker_ = std::move(tracker);
+  server->pipeline_ = pipeline;
+  server->services_ = std::move(services);
+  for (const ServiceEntry& entry : server->services_) builder.RegisterService(entry.service.get());
 
   gid_t socket_gid = static_cast<gid_t>(-1);
   if (!config.socket_group.empty()) {
@@ -173,14 +176,6 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerConfig& config
                                                       "': ", std::strerror(error)));
     }
   }
-  server->callback_services_.push_back(std::move(embed));
-  server->callback_services_.push_back(std::move(models));
-  server->health_names_.push_back("");
-  server->health_names_.push_back("embedserve.v1.EmbedService");
-  server->health_names_.push_back("embedserve.v1.ModelService");
-  for (const pipeline::ModelSnapshot& model : pipeline->Models()) {
-    server->health_names_.push_back(model.name);
-  }
   server->SetAllNotServing();
   return server;
 }
@@ -192,7 +187,14 @@ void Server::SetServing(const std::string& service, bool serving) {
 }
 
 void Server::SetAllNotServing() {
-  for (const std::string& name : health_names_) SetServing(name, false);
+  SetServing("", false);
+  for (const ServiceEntry& entry : services_) SetServing(entry.health_name, false);
+  for (const pipeline::ModelSnapshot& model : pipeline_->Models()) SetServing(model.name, false);
+}
+
+void Server::SetServicesServing() {
+  SetServing("", true);
+  for (const ServiceEntry& entry : services_) SetServing(entry.health_name, true);
 }
 
 void Server::Shutdown(absl::Time deadline) {

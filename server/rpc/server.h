@@ -7,6 +7,7 @@
 #include <vector>
 
 #include <grpcpp/security/server_credentials.h>
+#include <grpcpp/impl/service_type.h>
 #include <grpcpp/server.h>
 
 #include "absl/status/status.h"
@@ -37,23 +38,39 @@ struct ServerConfig {
   std::string tls_client_ca_file;
 };
 
+// A service to serve, with the name health reports it under ("embedserve.v1.EmbedService").
+struct ServiceEntry {
+  std::string health_name;
+  std::unique_ptr<grpc::Service> service;
+};
+
 // Not thread-safe except SetServing/SetAllNotServing (safe from any thread).
 class Server {
  public:
   ~Server();
 
   // Prepares unix socket paths (a stale socket file is removed; a live one, or a path that
-  // is not a socket, is an error), binds every listener and starts serving. Health starts
-  // NOT_SERVING for "" and each model until SetServing.
+  // is not a socket, is an error), binds every listener and starts serving `services`, all
+  // admitted through `tracker` (which the services were built with). Health starts
+  // NOT_SERVING for "", each service and each model until SetServing.
   static absl::StatusOr<std::unique_ptr<Server>> Start(const ServerConfig& config,
-                                                       pipeline::Pipeline* pipeline);
+                                                       pipeline::Pipeline* pipeline,
+                                                       std::unique_ptr<CallTracker> tracker,
+                                                       std::vector<ServiceEntry> services);
+
+  // The tracker `config` asks for: per-client limit, access log, bearer tokens.
+  static std::unique_ptr<CallTracker> MakeTracker(const ServerConfig& config);
 
   // The TCP ports actually bound, in listen order (useful with port 0).
   const std::vector<int>& tcp_ports() const { return tcp_ports_; }
 
   // Health for one service name ("" = the whole server; a model's name = that model).
   void SetServing(const std::string& service, bool serving);
+  // "", every service, and every model the pipeline holds now (also those loaded after
+  // start) answer NOT_SERVING.
   void SetAllNotServing();
+  // "" and every service answer SERVING (each model follows its own load).
+  void SetServicesServing();
 
   // Stops accepting calls, lets in-flight calls finish until `deadline`, cancels the rest,
   // then removes the unix socket files.
@@ -65,10 +82,10 @@ class Server {
 
   // Declared before server_ so they are destroyed after it.
   std::unique_ptr<CallTracker> tracker_;
-  std::vector<std::unique_ptr<grpc::Service>> callback_services_;
+  std::vector<ServiceEntry> services_;
   std::unique_ptr<grpc::Server> server_;
+  pipeline::Pipeline* pipeline_ = nullptr;
   std::vector<std::string> socket_paths_;
-  std::vector<std::string> health_names_;
   std::vector<int> tcp_ports_;
   bool shut_down_ = false;
 };
