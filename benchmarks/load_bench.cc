@@ -132,12 +132,12 @@ int main(int argc, char** argv) {
 
   // 2. The in-process model (no gRPC, no batcher) on the same inputs, loaded beside the
   // server; its best batch size is found once, up front.
-  embedserve::LoadSettings settings;
+  embedserve::models::RuntimeOptions settings;
   for (const std::string& a : server_args) {
     if (absl::StartsWith(a, "--dtype=")) settings.dtype = a.substr(8);
     if (absl::StartsWith(a, "--device=")) settings.device = embedserve::ResolveDevice(a.substr(9));
   }
-  settings.threads = threads;
+  settings.torch_threads = threads;
   auto model = embedserve::LoadModel(model_dir, settings);
   if (!model.ok()) {
     std::fprintf(stderr, "in-process load failed: %s\n", std::string(model.status().message()).c_str());

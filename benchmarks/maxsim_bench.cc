@@ -160,9 +160,8 @@ int main(int argc, char** argv) {
 
   // The torch path: packing + host-to-device copy + scoring, then scoring candidates that are
   // already on the device. Each call returns host scores, so a CUDA run is synchronized.
-  std::vector<models::RowsView> views;
-  for (const MatrixView& d : docs) views.push_back({d.data, d.rows, d.dim});
-  const models::RowsView torch_query{query.data, query.rows, query.dim};
+  const std::vector<models::RowsView>& views = docs;
+  const models::RowsView& torch_query = query;
   std::vector<float> copied, resident;
   auto fail = [](const char* what, const absl::Status& status) {
     std::fprintf(stderr, "maxsim_bench: %s: %s\n", what, status.ToString().c_str());

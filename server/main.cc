@@ -259,7 +259,7 @@ int Run(int argc, char** argv) {
   pipeline::Pipeline pipeline(options);
   for (const ModelArg& m : model_args) pipeline.AddLoading(m.name, m.dir);
 
-  LoadSettings settings;
+  models::RuntimeOptions settings;
   settings.device = ResolveDevice(f.device);
   settings.dtype = f.dtype;
   settings.allow_slow_bfloat16 = f.allow_slow_bfloat16;
@@ -269,7 +269,7 @@ int Run(int argc, char** argv) {
              absl::StrCat("model=", LogQuote(cpu.model_name), " features=", LogQuote(cpu.Summary()),
                           " bfloat16=", cpu.NativeBfloat16() ? "native" : "not_native"));
   }
-  settings.threads = f.threads;
+  settings.torch_threads = f.threads;
   settings.blas_threads = f.blas_threads;
   lifecycle::ModelHooks hooks;
   // A plain directory passes through; hf:ORG/REPO[@REV] is found in (or downloaded into)

@@ -2,7 +2,6 @@
 #include "server/model_loader.h"
 
 #include <filesystem>
-#include <fstream>
 
 #include <nlohmann/json.hpp>
 #include <torch/cuda.h>
@@ -10,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/log.h"
+#include "server/models/config_json.h"
 #include "server/models/cpu_features.h"
 #include "server/models/registry.h"
 #include "server/weights/safetensors.h"
@@ -40,8 +40,9 @@ absl::StatusOr<const models::ModelFamily*> FindFamily(const std::string& dir) {
   }
   const fs::path config = fs::path(dir) / "config.json";
   if (fs::exists(config, ec)) {
-    std::ifstream in(config);
-    const nlohmann::json json = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+    absl::StatusOr<std::string> text = models::config_json::ReadConfigFile(config.string());
+    if (!text.ok()) return text.status();
+    const nlohmann::json json = nlohmann::json::parse(*text, nullptr, /*allow_exceptions=*/false);
     return absl::InvalidArgumentError(absl::StrCat(
         config.string(), ": model_type '", json.is_object() ? json.value("model_type", "") : "",
         "' is not a supported family (supported: ", absl::StrJoin(wanted, "; "), ")"));
@@ -120,15 +121,9 @@ absl::StatusOr<int64_t> EstimateModelBytes(const std::string& dir, const std::st
 }
 
 absl::StatusOr<std::unique_ptr<models::Model>> LoadModel(const std::string& dir,
-                                                         const LoadSettings& settings) {
+                                                         const models::RuntimeOptions& options) {
   absl::StatusOr<const models::ModelFamily*> family = FindFamily(dir);
   if (!family.ok()) return family.status();
-  models::RuntimeOptions options;
-  options.device = settings.device;
-  options.dtype = settings.dtype;
-  options.torch_threads = settings.threads;
-  options.blas_threads = settings.blas_threads;
-  options.allow_slow_bfloat16 = settings.allow_slow_bfloat16;
   absl::StatusOr<std::unique_ptr<models::Model>> model = (*family)->load(dir, options);
   if (model.ok()) {
     const models::ModelDescription& d = (*model)->description();

@@ -9,16 +9,9 @@
 
 #include "absl/status/statusor.h"
 #include "server/models/model.h"
+#include "server/models/runtime_options.h"
 
 namespace embedserve {
-
-struct LoadSettings {
-  std::string device = "cpu";   // resolved: "cpu", "cuda:N", "mps"
-  std::string dtype = "float32";  // or "auto" (serving_dtype.h)
-  bool allow_slow_bfloat16 = false;
-  int threads = 0;       // torch intra-op threads (0: the measured default for the dtype)
-  int blas_threads = 0;  // OpenBLAS pool threads (0: the measured default for the dtype)
-};
 
 // "auto" -> the first of cuda, mps, cpu this build and machine have; anything else unchanged.
 std::string ResolveDevice(const std::string& requested);
@@ -37,7 +30,8 @@ absl::StatusOr<int64_t> EstimateModelBytes(const std::string& dir, const std::st
                                            const std::string& device = "cpu");
 
 // Loads and returns the model; UNIMPLEMENTED for a family this build cannot run yet.
+// `options.device` must be resolved ("cpu", "cuda:N", "mps"; see ResolveDevice).
 absl::StatusOr<std::unique_ptr<models::Model>> LoadModel(const std::string& dir,
-                                                         const LoadSettings& settings);
+                                                         const models::RuntimeOptions& options);
 
 }  // namespace embedserve

@@ -12,6 +12,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
+#include "server/image/decode.h"
 
 namespace embedserve::models {
 
@@ -68,10 +69,7 @@ struct Tokenization {
 };
 
 // Limits applied while decoding images (decompression bombs are refused before decoding).
-struct ImageLimits {
-  int64_t max_pixels = 64LL * 1024 * 1024;  // width * height of the encoded image
-  int64_t max_bytes = 32LL * 1024 * 1024;   // encoded size
-};
+using ImageLimits = image::DecodeLimits;
 
 // A batch whose device work has been queued (Model::LaunchTexts/LaunchImages). Wait() blocks
 // until the device is done with it and returns one Embedding per input, in order (or the

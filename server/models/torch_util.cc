@@ -170,6 +170,13 @@ TensorToWrite ToTensorToWrite(std::string name, const at::Tensor& tensor, Weight
   return t;
 }
 
+at::Tensor FlattenPatches(const at::Tensor& pixels, int64_t grid, int64_t patch) {
+  // [B, 3, g, p, g, p] -> [B, g, g, 3, p, p] -> [B, g*g, 3*p*p].
+  return pixels.reshape({pixels.size(0), 3, grid, patch, grid, patch})
+      .permute({0, 2, 4, 1, 3, 5})
+      .reshape({pixels.size(0), grid * grid, 3 * patch * patch});
+}
+
 std::vector<std::pair<std::string, std::vector<int64_t>>> SortedParameterShapes(
     torch::nn::Module& module) {
   std::map<std::string, std::vector<int64_t>> sorted;

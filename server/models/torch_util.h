@@ -99,6 +99,11 @@ struct Fp32LayerNorm : torch::nn::Module {
 at::Tensor Attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                      const at::Tensor& mask);
 
+// [B, 3, grid*patch, grid*patch] pixels as [B, grid*grid, 3*patch*patch] flattened patches
+// (channel, then row, then column within a patch): a stride-`patch` convolution becomes one
+// matmul with its weight viewed as [width, 3*patch*patch].
+at::Tensor FlattenPatches(const at::Tensor& pixels, int64_t grid, int64_t patch);
+
 // Host memory for a batch's inputs: page-locked when `device` is CUDA, so that its copy to
 // the device runs asynchronously.
 at::Tensor NewHostTensor(at::IntArrayRef sizes, at::ScalarType dtype, const at::Device& device);

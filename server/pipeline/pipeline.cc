@@ -327,11 +327,7 @@ void Pipeline::ScoreMaxSim(std::shared_ptr<ServingModel> model, MatrixView query
   absl::Status posted = executor_.Post([job] {
     absl::StatusOr<std::vector<float>> scores = absl::UnimplementedError("host");
     if (job->model->description.device != "cpu") {
-      std::vector<models::RowsView> documents;
-      documents.reserve(job->documents.size());
-      for (const MatrixView& d : job->documents) documents.push_back({d.data, d.rows, d.dim});
-      scores = job->model->model->MaxSim({job->query.data, job->query.rows, job->query.dim},
-                                         documents);
+      scores = job->model->model->MaxSim(job->query, job->documents);
     }
     if (scores.status().code() == absl::StatusCode::kUnimplemented) {
       scores = MaxSimBatch(job->query, job->documents);

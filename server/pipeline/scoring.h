@@ -1,20 +1,19 @@
 // Scoring rules on host vectors: L2 normalization, cosine/dot, late-interaction MaxSim,
-// softmax, and top-k ordering. Pure CPU math with no model knowledge.
+// softmax, and top-k ordering. Pure CPU math with no model knowledge (the view type is
+// shared with the models).
 #pragma once
 
 #include <cstdint>
 #include <vector>
 
 #include "absl/types/span.h"
+#include "server/models/model.h"
 
 namespace embedserve::pipeline {
 
-// A row-major [rows x dim] matrix view.
-struct MatrixView {
-  const float* data = nullptr;
-  int rows = 0;
-  int dim = 0;
-};
+// A row-major [rows x dim] matrix view (the models' RowsView: the same vectors a model's
+// MaxSim scores on its device).
+using MatrixView = models::RowsView;
 
 // Scales each row of a [rows x dim] matrix to unit L2 norm (zero rows stay zero).
 void NormalizeRows(float* data, int rows, int dim);

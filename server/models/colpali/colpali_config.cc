@@ -10,52 +10,20 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
+#include "server/models/config_json.h"
 
 namespace embedserve::models::colpali {
 namespace {
 
 using nlohmann::json;
 
-absl::Status Bad(const std::string& source, const std::string& field, const std::string& why) {
-  return absl::InvalidArgumentError(absl::StrCat(source, ": ", field, ": ", why));
-}
+using config_json::Bad;
+using config_json::ReadDouble;
+using config_json::ReadInt;
+using config_json::ReadString;
 
 std::string Join(const std::string& where, const char* key) {
-  return where.empty() ? std::string(key) : absl::StrCat(where, ".", key);
-}
-
-absl::Status ReadInt(const json& obj, const char* key, const std::string& source,
-                     const std::string& where, int min_value, int* out) {
-  if (!obj.contains(key) || obj.at(key).is_null()) return absl::OkStatus();
-  const json& v = obj.at(key);
-  if (!v.is_number_integer() || v.get<int64_t>() < min_value || v.get<int64_t>() > (1 << 24)) {
-    return Bad(source, Join(where, key),
-               absl::StrCat("expected an integer >= ", min_value, ", got ", v.dump()));
-  }
-  *out = v.get<int>();
-  return absl::OkStatus();
-}
-
-absl::Status ReadDouble(const json& obj, const char* key, const std::string& source,
-                        const std::string& where, double min_exclusive, double max, double* out) {
-  if (!obj.contains(key) || obj.at(key).is_null()) return absl::OkStatus();
-  const json& v = obj.at(key);
-  if (!v.is_number() || !(v.get<double>() > min_exclusive) || !(v.get<double>() <= max)) {
-    return Bad(source, Join(where, key),
-               absl::StrCat("expected a number in (", min_exclusive, ", ", max, "], got ",
-                            v.dump()));
-  }
-  *out = v.get<double>();
-  return absl::OkStatus();
-}
-
-absl::Status ReadString(const json& obj, const char* key, const std::string& source,
-                        const std::string& where, std::string* out) {
-  if (!obj.contains(key) || obj.at(key).is_null()) return absl::OkStatus();
-  const json& v = obj.at(key);
-  if (!v.is_string()) return Bad(source, Join(where, key), "expected a string, got " + v.dump());
-  *out = v.get<std::string>();
-  return absl::OkStatus();
+  return config_json::FieldPath(where, key);
 }
 
 // A field accepted only at its neutral value (absent, null, false, empty).
@@ -152,21 +120,6 @@ absl::Status ParseText(const json& t, const std::string& source, const std::stri
                             c->num_attention_heads));
   }
   return absl::OkStatus();
-}
-
-absl::StatusOr<json> ReadJsonFile(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat(path.string(), ": cannot open"));
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  return json::parse(buffer.str(), nullptr, /*allow_exceptions=*/false);
-}
-
-std::string Slurp(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  return buffer.str();
 }
 
 }  // namespace
@@ -317,21 +270,32 @@ absl::Status ApplyProcessorConfig(const std::string& json_text, const std::strin
   return absl::OkStatus();
 }
 
-absl::StatusOr<ColPaliConfig> ReadColPaliConfig(const std::string& dir) {
+absl::Status ApplyOptionalConfigs(const std::string& dir, ColPaliConfig* config) {
   namespace fs = std::filesystem;
-  const fs::path path = fs::path(dir) / "config.json";
   std::error_code ec;
-  if (!fs::exists(path, ec)) return absl::NotFoundError(absl::StrCat(path.string(), ": missing"));
-  absl::StatusOr<ColPaliConfig> config = ParseColPaliConfig(Slurp(path), path.string());
-  if (!config.ok()) return config.status();
   const fs::path pre = fs::path(dir) / "preprocessor_config.json";
   if (fs::exists(pre, ec)) {
-    if (auto s = ApplyPreprocessorConfig(Slurp(pre), pre.string(), &*config); !s.ok()) return s;
+    absl::StatusOr<std::string> text = config_json::ReadConfigFile(pre.string());
+    if (!text.ok()) return text.status();
+    if (auto s = ApplyPreprocessorConfig(*text, pre.string(), config); !s.ok()) return s;
   }
   const fs::path proc = fs::path(dir) / "processor_config.json";
   if (fs::exists(proc, ec)) {
-    if (auto s = ApplyProcessorConfig(Slurp(proc), proc.string(), &*config); !s.ok()) return s;
+    absl::StatusOr<std::string> text = config_json::ReadConfigFile(proc.string());
+    if (!text.ok()) return text.status();
+    if (auto s = ApplyProcessorConfig(*text, proc.string(), config); !s.ok()) return s;
   }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<ColPaliConfig> ReadColPaliConfig(const std::string& dir) {
+  namespace fs = std::filesystem;
+  const fs::path path = fs::path(dir) / "config.json";
+  absl::StatusOr<std::string> text = config_json::ReadConfigFile(path.string());
+  if (!text.ok()) return text.status();
+  absl::StatusOr<ColPaliConfig> config = ParseColPaliConfig(*text, path.string());
+  if (!config.ok()) return config.status();
+  if (absl::Status s = ApplyOptionalConfigs(dir, &*config); !s.ok()) return s;
   return config;
 }
 

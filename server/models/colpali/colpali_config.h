@@ -81,6 +81,9 @@ absl::Status ApplyProcessorConfig(const std::string& json_text, const std::strin
 
 // Reads config.json, then preprocessor_config.json and processor_config.json if present.
 absl::StatusOr<ColPaliConfig> ReadColPaliConfig(const std::string& dir);
+// Applies `dir`'s preprocessor_config.json and processor_config.json, where present, to
+// `config` (an adapter directory's own files override its base's).
+absl::Status ApplyOptionalConfigs(const std::string& dir, ColPaliConfig* config);
 
 // Serializes `config` as config.json + preprocessor_config.json texts (random checkpoints).
 std::string ColPaliConfigToJson(const ColPaliConfig& config);

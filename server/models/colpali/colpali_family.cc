@@ -1,10 +1,10 @@
 // ColPali's entry in the family registry.
 #include <filesystem>
-#include <fstream>
 
 #include <nlohmann/json.hpp>
 
 #include "server/models/colpali/colpali_model.h"
+#include "server/models/config_json.h"
 
 namespace embedserve::models::colpali {
 
@@ -13,9 +13,10 @@ const ModelFamily& ColPaliFamily() {
       "colpali",
       "config.json with model_type colpali",
       [](const std::string& dir) {
-        std::ifstream in(std::filesystem::path(dir) / "config.json");
-        if (!in) return false;
-        const nlohmann::json json = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+        absl::StatusOr<std::string> text = config_json::ReadConfigFile(
+            (std::filesystem::path(dir) / "config.json").string());
+        if (!text.ok()) return false;
+        const nlohmann::json json = nlohmann::json::parse(*text, nullptr, /*allow_exceptions=*/false);
         return json.is_object() && json.value("model_type", "") == "colpali";
       },
       {"model.safetensors"},

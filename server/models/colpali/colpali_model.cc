@@ -1,5 +1,5 @@
-// ColPaliModel: the Model interface over ColPaliModule; checkpoint key layouts, LoRA merging
-// and random checkpoints for tests and benchmarks.
+// ColPaliModel: the Model interface over ColPaliModule; checkpoint key layouts and LoRA
+// merging.
 #include "server/models/colpali/colpali_model.h"
 
 #include <cmath>
@@ -21,8 +21,9 @@
 #include "server/image/decode.h"
 #include "server/models/colpali/colpali_modules.h"
 #include "server/models/colpali/colpali_tokenizer.h"
-#include "server/models/maxsim_torch.h"
+#include "server/models/config_json.h"
 #include "server/weights/safetensors.h"
+#include "server/models/torch_model.h"
 #include "server/models/torch_util.h"
 
 namespace embedserve::models::colpali {
@@ -67,13 +68,6 @@ bool KeepFp32(const std::string& name) {
          absl::EndsWith(name, "norm.weight") || absl::EndsWith(name, "norm.bias");
 }
 
-std::string Slurp(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  return buffer.str();
-}
-
 // For each group, the prefix whose probe key the archive holds (the first layout if none).
 std::map<std::string, std::string> DetectPrefixes(const TensorArchive& archive) {
   std::map<std::string, std::string> chosen;
@@ -89,50 +83,29 @@ std::map<std::string, std::string> DetectPrefixes(const TensorArchive& archive) 
   return chosen;
 }
 
-class ColPaliModel final : public LaunchingModel {
+class ColPaliModel final : public TorchModel {
  public:
   ColPaliModel(ColPaliConfig config, ColPaliOptions options,
                std::unique_ptr<ColPaliTokenizer> tokenizer, std::shared_ptr<ColPaliModule> module,
-               at::Device device, at::ScalarType dtype, ModelDescription description)
-      : config_(std::move(config)),
+               const Placement& placement, ModelDescription description)
+      : TorchModel(placement, std::move(description)),
+        config_(std::move(config)),
         options_(options),
         tokenizer_(std::move(tokenizer)),
-        module_(std::move(module)),
-        device_(device),
-        dtype_(dtype),
-        description_(std::move(description)) {}
-
-  const ModelDescription& description() const override { return description_; }
+        module_(std::move(module)) {}
 
   absl::StatusOr<TextInput> PrepareText(absl::string_view text, bool truncate) const override {
     absl::StatusOr<ColPaliTokenizer::Query> q =
         tokenizer_->EncodeQuery(text, options_.max_text_tokens, truncate);
     if (!q.ok()) return q.status();
-    TextInput input;
-    input.token_ids = std::move(q->ids);
-    input.truncated = q->truncated;
-    return input;
+    return TextInput{std::move(q->ids), q->truncated};
   }
 
-  absl::StatusOr<Tokenization> Tokenize(absl::string_view text, bool truncate) const override {
-    absl::StatusOr<TextInput> input = PrepareText(text, truncate);
-    if (!input.ok()) return input.status();
-    Tokenization result;
-    result.truncated = input->truncated;
-    for (int32_t id : input->token_ids) result.tokens.push_back(tokenizer_->TokenString(id));
-    result.ids = std::move(input->token_ids);
-    return result;
-  }
+  std::string TokenString(int32_t id) const override { return tokenizer_->TokenString(id); }
 
-  absl::StatusOr<ImageInput> PrepareImage(absl::string_view encoded,
-                                          const ImageLimits& limits) const override {
-    image::DecodeLimits decode_limits;
-    decode_limits.max_pixels = limits.max_pixels;
-    decode_limits.max_bytes = limits.max_bytes;
-    absl::StatusOr<image::RgbImage> rgb = image::DecodeToRgb(encoded, decode_limits);
-    if (!rgb.ok()) return rgb.status();
+  absl::StatusOr<ImageInput> PreprocessImage(const image::RgbImage& rgb) const override {
     const int side = config_.preprocess.size;
-    image::RgbImage resized = image::ResizeBicubic(*rgb, side, side);
+    image::RgbImage resized = image::ResizeBicubic(rgb, side, side);
     if (resized.pixels.size() != static_cast<size_t>(side) * side * 3) {
       return absl::InvalidArgumentError("image could not be resized (empty image)");
     }
@@ -185,24 +158,15 @@ class ColPaliModel final : public LaunchingModel {
   std::unique_ptr<PendingBatch> LaunchImages(absl::Span<const ImageInput* const> images) override {
     if (images.empty()) return std::make_unique<FinishedBatch>(std::vector<Embedding>());
     const int64_t side = config_.preprocess.size;
-    const size_t per_image = static_cast<size_t>(3 * side * side);
-    for (const ImageInput* image : images) {
-      if (image->pixels.size() != per_image) {
-        return std::make_unique<FinishedBatch>(absl::InvalidArgumentError(absl::StrCat(
-            "image input has ", image->pixels.size(), " values, expected ", per_image)));
-      }
+    if (absl::Status checked = CheckPixels(images, side); !checked.ok()) {
+      return std::make_unique<FinishedBatch>(checked);
     }
     const int64_t batch = static_cast<int64_t>(images.size());
     const auto& page = tokenizer_->page_ids();
     const int64_t tokens = static_cast<int64_t>(page.size());
     std::vector<int64_t> lengths(batch, tokens);
     return LaunchBatch("page forward", device_, [&] {
-      at::Tensor pixels = NewHostTensor({batch, 3, side, side}, at::kFloat, device_);
-      float* dst = pixels.data_ptr<float>();
-      for (int64_t b = 0; b < batch; ++b) {
-        std::memcpy(dst + b * per_image, images[b]->pixels.data(), per_image * sizeof(float));
-      }
-      at::Tensor features = module_->ImageFeatures(StageToDevice(pixels, device_).to(dtype_));
+      at::Tensor features = module_->ImageFeatures(StagePixels(images, side));
       at::Tensor ids = NewHostTensor({batch, tokens}, at::kLong, device_);
       auto a = ids.accessor<int64_t, 2>();
       for (int64_t b = 0; b < batch; ++b) {
@@ -211,12 +175,6 @@ class ColPaliModel final : public LaunchingModel {
       return module_->Embed(StageToDevice(ids, device_), StageToDevice(LengthsTensor(lengths), device_),
                             lengths, features);
     }, [lengths](const at::Tensor& out) { return ToEmbeddings(out, lengths); });
-  }
-
-  // Model::MaxSim: on device_, in float32 (maxsim_torch; guarded, under InferenceMode).
-  absl::StatusOr<std::vector<float>> MaxSim(const RowsView& query,
-                                            absl::Span<const RowsView> documents) override {
-    return MaxSimOnDevice(query, documents, device_);
   }
 
  private:
@@ -245,9 +203,6 @@ class ColPaliModel final : public LaunchingModel {
   const ColPaliOptions options_;
   const std::unique_ptr<ColPaliTokenizer> tokenizer_;
   const std::shared_ptr<ColPaliModule> module_;
-  const at::Device device_;
-  const at::ScalarType dtype_;
-  const ModelDescription description_;
 };
 
 // --- LoRA ---
@@ -263,7 +218,9 @@ absl::StatusOr<std::optional<Adapter>> ReadAdapter(const std::string& dir) {
   std::error_code ec;
   if (!fs::exists(config_path, ec)) return std::optional<Adapter>();
   const std::string source = config_path.string();
-  nlohmann::json c = nlohmann::json::parse(Slurp(config_path), nullptr, false);
+  absl::StatusOr<std::string> text = config_json::ReadConfigFile(config_path.string());
+  if (!text.ok()) return text.status();
+  nlohmann::json c = nlohmann::json::parse(*text, nullptr, false);
   if (!c.is_object()) return absl::InvalidArgumentError(source + ": not a JSON object");
   auto bad = [&](const std::string& field, const std::string& why) {
     return absl::InvalidArgumentError(absl::StrCat(source, ": ", field, ": ", why));
@@ -436,24 +393,16 @@ absl::StatusOr<std::unique_ptr<Model>> LoadColPali(const std::string& dir,
   std::error_code ec;
   if (adapter->has_value()) {
     // The adapter directory's own processor files take precedence over the base's.
-    const fs::path pre = fs::path(dir) / "preprocessor_config.json";
-    if (fs::exists(pre, ec)) {
-      if (auto s = ApplyPreprocessorConfig(Slurp(pre), pre.string(), &*config); !s.ok()) return s;
-    }
-    const fs::path proc = fs::path(dir) / "processor_config.json";
-    if (fs::exists(proc, ec)) {
-      if (auto s = ApplyProcessorConfig(Slurp(proc), proc.string(), &*config); !s.ok()) return s;
-    }
+    if (absl::Status s = ApplyOptionalConfigs(dir, &*config); !s.ok()) return s;
   }
   if (colpali_options.max_text_tokens < 1 + config->prompt.query_augmentation_count + 2) {
     return absl::InvalidArgumentError(absl::StrCat(
         "max_text_tokens ", colpali_options.max_text_tokens, " cannot hold the query prompt"));
   }
-  absl::StatusOr<at::Device> device = ParseDevice(options.device);
-  if (!device.ok()) return device.status();
-  absl::StatusOr<ServingDtype> serving = ResolveServingDtype(options, *device);
-  if (!serving.ok()) return serving.status();
-  const at::ScalarType* dtype = &serving->type;
+  absl::StatusOr<Placement> placement = PlaceModel(options);
+  if (!placement.ok()) return placement.status();
+  const at::Device device = placement->device;
+  const at::ScalarType dtype = placement->dtype.type;
 
   const bool tokenizer_in_dir = fs::exists(fs::path(dir) / "tokenizer.json", ec) ||
                                 fs::exists(fs::path(dir) / "tokenizer.model", ec);
@@ -470,8 +419,6 @@ absl::StatusOr<std::unique_ptr<Model>> LoadColPali(const std::string& dir,
   absl::StatusOr<std::unique_ptr<TensorArchive>> archive =
       TensorArchive::OpenInDir(weights_dir, "model.safetensors");
   if (!archive.ok()) return archive.status();
-
-  if (device->is_cpu()) ConfigureCpuThreads(options, *dtype);
 
   std::shared_ptr<ColPaliModule> module;
   absl::Status built = GuardTorch("building the ColPali module", [&] {
@@ -499,17 +446,16 @@ absl::StatusOr<std::unique_ptr<Model>> LoadColPali(const std::string& dir,
     absl::Status placed = GuardTorch("placing merged weights", [&] {
       at::NoGradGuard no_grad;
       for (auto& item : module->named_parameters(true)) {
-        const at::ScalarType target = KeepFp32(item.key()) ? at::kFloat : *dtype;
-        item.value().set_data(item.value().to(*device, target));
+        const at::ScalarType target = KeepFp32(item.key()) ? at::kFloat : dtype;
+        item.value().set_data(item.value().to(device, target));
       }
     });
     if (!placed.ok()) return placed;
-  } else if (auto s = LoadParameters(*module, **archive, plan, *device, *dtype); !s.ok()) {
+  } else if (auto s = LoadParameters(*module, **archive, plan, device, dtype); !s.ok()) {
     return s;
   }
 
-  ModelDescription d;
-  d.family = "colpali";
+  ModelDescription d = DescribePlacement("colpali", *placement);
   d.architecture = ArchitectureName(*config);
   d.accepts_text = true;
   d.accepts_image = true;
@@ -517,15 +463,12 @@ absl::StatusOr<std::unique_ptr<Model>> LoadColPali(const std::string& dir,
   d.multi_vector = true;
   d.context_length = colpali_options.max_text_tokens;
   d.image_size = config->preprocess.size;
-  d.dtype = ServingDtypeName(*dtype);
-  d.dtype_reason = serving->reason;
-  d.device = device->str();
   d.outputs_normalized = true;
   d.logit_scale = 0.f;
   d.scoring = "maxsim";
   return std::unique_ptr<Model>(new ColPaliModel(*std::move(config), colpali_options,
                                                  *std::move(tokenizer), std::move(module),
-                                                 *device, *dtype, std::move(d)));
+                                                 *placement, std::move(d)));
 }
 
 std::vector<std::pair<std::string, std::vector<int64_t>>> ParameterShapes(

@@ -121,13 +121,9 @@ SiglipVision::SiglipVision(const VisionConfig& c, const at::TensorOptions& optio
 }
 
 at::Tensor SiglipVision::forward(const at::Tensor& pixels) const {
-  const int64_t batch = pixels.size(0);
   const int64_t grid = config.grid(), patch = config.patch_size, width = config.hidden_size;
-  // The stride-`patch` convolution is a matmul over flattened patches:
-  // [B, 3, g, p, g, p] -> [B, g, g, 3, p, p] -> [B, g*g, 3*p*p].
-  at::Tensor patches = pixels.reshape({batch, 3, grid, patch, grid, patch})
-                           .permute({0, 2, 4, 1, 3, 5})
-                           .reshape({batch, grid * grid, 3 * patch * patch});
+  // The stride-`patch` convolution (with bias) as one matmul over flattened patches.
+  at::Tensor patches = FlattenPatches(pixels, grid, patch);
   at::Tensor x = at::linear(patches, patch_embedding->weight.view({width, 3 * patch * patch}),
                             patch_embedding->bias);
   x = x + position_embedding->weight;

@@ -3,8 +3,6 @@
 #include "server/models/colpali/colpali_random_checkpoint.h"
 
 #include <cmath>
-#include <filesystem>
-#include <fstream>
 #include <utility>
 
 #include <ATen/ATen.h>
@@ -12,24 +10,14 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "server/models/colpali/colpali_modules.h"
-#include "server/models/torch_util.h"
+#include "server/models/random_checkpoint.h"
 
 namespace embedserve::models::colpali {
-
-namespace fs = std::filesystem;
 
 absl::Status WriteRandomCheckpoint(const ColPaliConfig& config, const std::string& dir,
                                    const std::string& weight_dtype, uint64_t seed,
                                    KeyLayout layout) {
-  absl::StatusOr<WeightDtype> file_dtype = ParseWeightDtype(weight_dtype);
-  if (!file_dtype.ok()) return file_dtype.status();
-  std::error_code ec;
-  fs::create_directories(dir, ec);
-  if (ec) return absl::InternalError(absl::StrCat(dir, ": ", ec.message()));
-  std::vector<TensorToWrite> tensors;
-  absl::Status made = GuardTorch("random initialisation", [&] {
-    at::NoGradGuard no_grad;
-    at::manual_seed(seed);
+  auto generate = [&config, layout](const EmitTensor& emit) {
     ColPaliModule module(config, at::TensorOptions().dtype(at::kFloat));
     for (auto& item : module.named_parameters(true)) {
       const std::string& name = item.key();
@@ -53,23 +41,13 @@ absl::Status WriteRandomCheckpoint(const ColPaliConfig& config, const std::strin
       } else {
         p.normal_(0.0, 0.02);
       }
-      tensors.push_back(ToTensorToWrite(CheckpointKey(name, layout), p, *file_dtype));
+      emit(CheckpointKey(name, layout), p);
     }
-  });
-  if (!made.ok()) return made;
-  if (absl::Status s = WriteSafetensors((fs::path(dir) / "model.safetensors").string(), tensors,
-                                        {{"format", "pt"}});
-      !s.ok()) {
-    return s;
-  }
-  for (const auto& [file, text] :
-       {std::pair<std::string, std::string>{"config.json", ColPaliConfigToJson(config)},
-        {"preprocessor_config.json", PreprocessorConfigToJson(config)}}) {
-    std::ofstream out(fs::path(dir) / file, std::ios::binary | std::ios::trunc);
-    out << text << "\n";
-    if (!out) return absl::InternalError(absl::StrCat(dir, ": cannot write ", file));
-  }
-  return absl::OkStatus();
+  };
+  return WriteRandomCheckpointFiles(
+      dir, weight_dtype, seed, generate, "model.safetensors",
+      {{"config.json", ColPaliConfigToJson(config)},
+       {"preprocessor_config.json", PreprocessorConfigToJson(config)}});
 }
 
 }  // namespace embedserve::models::colpali

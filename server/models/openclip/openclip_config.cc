@@ -10,15 +10,14 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "server/models/config_json.h"
 
 namespace embedserve::models::openclip {
 namespace {
 
 using nlohmann::json;
 
-absl::Status Bad(const std::string& source, const std::string& field, const std::string& why) {
-  return absl::InvalidArgumentError(absl::StrCat(source, ": ", field, ": ", why));
-}
+using config_json::Bad;
 
 // A field that only has meaning in training, or whose default is the only value we run.
 bool IsNullFalseOrEmpty(const json& v) {
@@ -26,25 +25,16 @@ bool IsNullFalseOrEmpty(const json& v) {
          ((v.is_object() || v.is_array() || v.is_string()) && v.empty());
 }
 
+// OpenCLIP's fields: `where` names the file and the object ("<file>: model_cfg.vision_cfg"),
+// sizes up to 2^20, and a null is an error, not a default.
 absl::Status ReadInt(const json& obj, const char* key, const std::string& where, int min_value,
                      int* out) {
-  if (!obj.contains(key)) return absl::OkStatus();
-  const json& v = obj.at(key);
-  if (!v.is_number_integer() || v.get<int64_t>() < min_value || v.get<int64_t>() > (1 << 20)) {
-    return Bad(where, key, absl::StrCat("expected an integer >= ", min_value, ", got ", v.dump()));
-  }
-  *out = v.get<int>();
-  return absl::OkStatus();
+  return config_json::ReadInt(obj, key, where, "", min_value, out, 1 << 20,
+                              config_json::Null::kError);
 }
 
 absl::Status ReadDouble(const json& obj, const char* key, const std::string& where, double* out) {
-  if (!obj.contains(key)) return absl::OkStatus();
-  const json& v = obj.at(key);
-  if (!v.is_number() || !(v.get<double>() > 0) || v.get<double>() > 64) {
-    return Bad(where, key, absl::StrCat("expected a number in (0, 64], got ", v.dump()));
-  }
-  *out = v.get<double>();
-  return absl::OkStatus();
+  return config_json::ReadDouble(obj, key, where, "", 0, 64, out, config_json::Null::kError);
 }
 
 // Checks every key of `obj` against what the native model runs: `known` keys are read by the
@@ -250,11 +240,9 @@ absl::StatusOr<OpenClipConfig> ParseOpenClipConfig(const std::string& json_text,
 
 absl::StatusOr<OpenClipConfig> ReadOpenClipConfig(const std::string& dir) {
   const std::string path = (std::filesystem::path(dir) / "open_clip_config.json").string();
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot be opened"));
-  std::stringstream text;
-  text << in.rdbuf();
-  return ParseOpenClipConfig(text.str(), path);
+  absl::StatusOr<std::string> text = config_json::ReadConfigFile(path);
+  if (!text.ok()) return text.status();
+  return ParseOpenClipConfig(*text, path);
 }
 
 std::string OpenClipConfigToJson(const OpenClipConfig& c) {

@@ -1,5 +1,5 @@
-// OpenClipModel: the Model interface over ClipModule, plus loading from a hub-format
-// directory and writing random checkpoints for tests and benchmarks.
+// OpenClipModel: the Model interface over ClipModule, and loading it from a hub-format
+// directory.
 #include "server/models/openclip/openclip_model.h"
 
 #include <cmath>
@@ -16,8 +16,8 @@
 #include "server/image/clip_preprocess.h"
 #include "server/image/decode.h"
 #include "server/models/openclip/openclip_modules.h"
-#include "server/models/maxsim_torch.h"
 #include "server/weights/safetensors.h"
+#include "server/models/torch_model.h"
 #include "server/models/torch_util.h"
 #include "server/tokenizers/clip_tokenizer.h"
 
@@ -34,54 +34,32 @@ bool KeepFp32(const std::string& name) {
 // Older checkpoints may carry the text tower's causal mask buffer; it is rebuilt here.
 bool IgnoredKey(const std::string& name) { return absl::EndsWith(name, "attn_mask"); }
 
-class OpenClipModel final : public LaunchingModel {
+class OpenClipModel final : public TorchModel {
  public:
   OpenClipModel(OpenClipConfig config, std::unique_ptr<tokenizers::ClipTokenizer> tokenizer,
-                std::shared_ptr<ClipModule> module, at::Device device, at::ScalarType dtype,
+                std::shared_ptr<ClipModule> module, const Placement& placement,
                 ModelDescription description)
-      : config_(std::move(config)),
+      : TorchModel(placement, std::move(description)),
+        config_(std::move(config)),
         tokenizer_(std::move(tokenizer)),
-        module_(std::move(module)),
-        device_(device),
-        dtype_(dtype),
-        description_(std::move(description)) {
+        module_(std::move(module)) {
     preprocess_.image_size = config_.vision.image_size;
     preprocess_.mean = config_.preprocess.mean;
     preprocess_.std = config_.preprocess.std;
   }
 
-  const ModelDescription& description() const override { return description_; }
-
   absl::StatusOr<TextInput> PrepareText(absl::string_view text, bool truncate) const override {
     absl::StatusOr<tokenizers::ClipTokenizer::Encoded> encoded =
         tokenizer_->Encode(text, config_.text.context_length, truncate);
     if (!encoded.ok()) return encoded.status();
-    TextInput input;
-    input.token_ids = std::move(encoded->ids);
-    input.truncated = encoded->truncated;
-    return input;
+    return TextInput{std::move(encoded->ids), encoded->truncated};
   }
 
-  absl::StatusOr<Tokenization> Tokenize(absl::string_view text, bool truncate) const override {
-    absl::StatusOr<tokenizers::ClipTokenizer::Encoded> encoded =
-        tokenizer_->Encode(text, config_.text.context_length, truncate);
-    if (!encoded.ok()) return encoded.status();
-    Tokenization result;
-    result.truncated = encoded->truncated;
-    for (int32_t id : encoded->ids) result.tokens.push_back(tokenizer_->TokenString(id));
-    result.ids = std::move(encoded->ids);
-    return result;
-  }
+  std::string TokenString(int32_t id) const override { return tokenizer_->TokenString(id); }
 
-  absl::StatusOr<ImageInput> PrepareImage(absl::string_view encoded,
-                                          const ImageLimits& limits) const override {
-    image::DecodeLimits decode_limits;
-    decode_limits.max_pixels = limits.max_pixels;
-    decode_limits.max_bytes = limits.max_bytes;
-    absl::StatusOr<image::RgbImage> rgb = image::DecodeToRgb(encoded, decode_limits);
-    if (!rgb.ok()) return rgb.status();
+  absl::StatusOr<ImageInput> PreprocessImage(const image::RgbImage& rgb) const override {
     ImageInput input;
-    input.pixels = image::ClipPreprocess(*rgb, preprocess_);
+    input.pixels = image::ClipPreprocess(rgb, preprocess_);
     return input;
   }
 
@@ -121,28 +99,12 @@ class OpenClipModel final : public LaunchingModel {
   std::unique_ptr<PendingBatch> LaunchImages(absl::Span<const ImageInput* const> images) override {
     if (images.empty()) return std::make_unique<FinishedBatch>(std::vector<Embedding>());
     const int64_t side = config_.vision.image_size;
-    const size_t per_image = static_cast<size_t>(3 * side * side);
-    for (const ImageInput* image : images) {
-      if (image->pixels.size() != per_image) {
-        return std::make_unique<FinishedBatch>(absl::InternalError(absl::StrCat(
-            "image input has ", image->pixels.size(), " values, expected ", per_image)));
-      }
+    if (absl::Status checked = CheckPixels(images, side); !checked.ok()) {
+      return std::make_unique<FinishedBatch>(checked);
     }
     return LaunchBatch("image forward", device_, [&] {
-      const int64_t batch = static_cast<int64_t>(images.size());
-      at::Tensor pixels = NewHostTensor({batch, 3, side, side}, at::kFloat, device_);
-      float* dst = pixels.data_ptr<float>();
-      for (int64_t b = 0; b < batch; ++b) {
-        std::memcpy(dst + b * per_image, images[b]->pixels.data(), per_image * sizeof(float));
-      }
-      return module_->EncodeImage(StageToDevice(pixels, device_).to(dtype_));
+      return module_->EncodeImage(StagePixels(images, side));
     }, &ToEmbeddings);
-  }
-
-  // Model::MaxSim: on device_, in float32 (maxsim_torch; guarded, under InferenceMode).
-  absl::StatusOr<std::vector<float>> MaxSim(const RowsView& query,
-                                            absl::Span<const RowsView> documents) override {
-    return MaxSimOnDevice(query, documents, device_);
   }
 
  private:
@@ -162,9 +124,6 @@ class OpenClipModel final : public LaunchingModel {
   const OpenClipConfig config_;
   const std::unique_ptr<tokenizers::ClipTokenizer> tokenizer_;
   const std::shared_ptr<ClipModule> module_;
-  const at::Device device_;
-  const at::ScalarType dtype_;
-  const ModelDescription description_;
   image::ClipPreprocessConfig preprocess_;
 };
 
@@ -184,11 +143,8 @@ absl::StatusOr<std::unique_ptr<Model>> LoadOpenClip(const std::string& dir,
                                                     const RuntimeOptions& options) {
   absl::StatusOr<OpenClipConfig> config = ReadOpenClipConfig(dir);
   if (!config.ok()) return config.status();
-  absl::StatusOr<at::Device> device = ParseDevice(options.device);
-  if (!device.ok()) return device.status();
-  absl::StatusOr<ServingDtype> serving = ResolveServingDtype(options, *device);
-  if (!serving.ok()) return serving.status();
-  const at::ScalarType* dtype = &serving->type;
+  absl::StatusOr<Placement> placement = PlaceModel(options);
+  if (!placement.ok()) return placement.status();
   if (config->text.vocab_size <= 49407) {
     return absl::InvalidArgumentError(absl::StrCat(
         dir, ": text_cfg.vocab_size ", config->text.vocab_size,
@@ -210,9 +166,6 @@ absl::StatusOr<std::unique_ptr<Model>> LoadOpenClip(const std::string& dir,
   absl::StatusOr<std::unique_ptr<tokenizers::ClipTokenizer>> tokenizer = LoadTokenizer(dir);
   if (!tokenizer.ok()) return tokenizer.status();
 
-  std::string threads;
-  if (device->is_cpu()) threads = ConfigureCpuThreads(options, *dtype);
-
   std::shared_ptr<ClipModule> module;
   absl::Status built = GuardTorch("building the OpenCLIP module", [&] {
     module = std::make_shared<ClipModule>(*config, at::TensorOptions().dtype(at::kFloat));
@@ -221,12 +174,13 @@ absl::StatusOr<std::unique_ptr<Model>> LoadOpenClip(const std::string& dir,
   LoadPlan plan;
   plan.ignore = IgnoredKey;
   plan.keep_fp32 = KeepFp32;
-  if (absl::Status s = LoadParameters(*module, **archive, plan, *device, *dtype); !s.ok()) {
+  if (absl::Status s = LoadParameters(*module, **archive, plan, placement->device,
+                                      placement->dtype.type);
+      !s.ok()) {
     return s;
   }
 
-  ModelDescription d;
-  d.family = "openclip";
+  ModelDescription d = DescribePlacement("openclip", *placement);
   d.architecture = config->ArchitectureName();
   d.accepts_text = true;
   d.accepts_image = true;
@@ -234,14 +188,11 @@ absl::StatusOr<std::unique_ptr<Model>> LoadOpenClip(const std::string& dir,
   d.multi_vector = false;
   d.context_length = config->text.context_length;
   d.image_size = config->vision.image_size;
-  d.dtype = ServingDtypeName(*dtype);
-  d.dtype_reason = serving->reason;
-  d.device = device->str();
   d.outputs_normalized = false;
   d.logit_scale = std::exp(module->logit_scale.item<float>());
   d.scoring = "cosine";
   return std::unique_ptr<Model>(new OpenClipModel(*std::move(config), *std::move(tokenizer),
-                                                  std::move(module), *device, *dtype,
+                                                  std::move(module), *placement,
                                                   std::move(d)));
 }
 

@@ -98,11 +98,8 @@ VisionTower::VisionTower(const VisionConfig& c, int embed_dim, bool quick_gelu,
 at::Tensor VisionTower::forward(const at::Tensor& pixels) const {
   const int64_t batch = pixels.size(0);
   const int64_t grid = config.grid(), patch = config.patch_size, width = config.width;
-  // The stride-`patch` convolution without bias is a matmul over flattened patches:
-  // [B, 3, g, p, g, p] -> [B, g, g, 3, p, p] -> [B, g*g, 3*p*p].
-  at::Tensor patches = pixels.view({batch, 3, grid, patch, grid, patch})
-                           .permute({0, 2, 4, 1, 3, 5})
-                           .reshape({batch, grid * grid, 3 * patch * patch});
+  // The stride-`patch` convolution (no bias) as one matmul over flattened patches.
+  at::Tensor patches = FlattenPatches(pixels, grid, patch);
   at::Tensor x = at::matmul(patches, conv1->weight.view({width, 3 * patch * patch}).t());
   at::Tensor cls = class_embedding.view({1, 1, width}).expand({batch, 1, width});
   x = at::cat({cls, x}, 1) + positional_embedding;

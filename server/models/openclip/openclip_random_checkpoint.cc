@@ -3,33 +3,21 @@
 #include "server/models/openclip/openclip_random_checkpoint.h"
 
 #include <cmath>
-#include <filesystem>
-#include <fstream>
 
 #include <ATen/ATen.h>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "server/models/openclip/openclip_model.h"
-#include "server/models/torch_util.h"
+#include "server/models/random_checkpoint.h"
 
 namespace embedserve::models::openclip {
 
-namespace fs = std::filesystem;
-
 absl::Status WriteRandomCheckpoint(const OpenClipConfig& config, const std::string& dir,
                                    const std::string& weight_dtype, uint64_t seed) {
-  absl::StatusOr<WeightDtype> file_dtype = ParseWeightDtype(weight_dtype);
-  if (!file_dtype.ok()) return file_dtype.status();
-  std::error_code ec;
-  fs::create_directories(dir, ec);
-  if (ec) return absl::InternalError(absl::StrCat(dir, ": ", ec.message()));
-  std::vector<TensorToWrite> tensors;
-  absl::Status made = GuardTorch("random initialisation", [&] {
-    at::NoGradGuard no_grad;
-    at::manual_seed(seed);
-    // One parameter at a time (shapes from the meta device), so the peak memory is the file's
-    // bytes plus one float32 tensor: ViT-bigG-14 fits beside everything else.
+  // One parameter at a time (shapes from the meta device), so the peak memory is the file's
+  // bytes plus one float32 tensor: ViT-bigG-14 fits beside everything else.
+  auto generate = [&config](const EmitTensor& emit) {
     for (const auto& [name, shape] : ParameterShapes(config)) {
       at::Tensor p = at::empty(shape, at::TensorOptions().dtype(at::kFloat));
       if (name == "logit_scale") {
@@ -45,19 +33,12 @@ absl::Status WriteRandomCheckpoint(const OpenClipConfig& config, const std::stri
       } else {
         p.normal_(0.0, p.dim() >= 2 ? 1.0 / std::sqrt(static_cast<double>(p.size(-1))) : 0.02);
       }
-      tensors.push_back(ToTensorToWrite(name, p, *file_dtype));
+      emit(name, p);
     }
-  });
-  if (!made.ok()) return made;
-  if (absl::Status s = WriteSafetensors((fs::path(dir) / "open_clip_model.safetensors").string(),
-                                        tensors, {{"format", "pt"}});
-      !s.ok()) {
-    return s;
-  }
-  std::ofstream out(fs::path(dir) / "open_clip_config.json", std::ios::binary | std::ios::trunc);
-  out << OpenClipConfigToJson(config) << "\n";
-  if (!out) return absl::InternalError(absl::StrCat(dir, ": cannot write open_clip_config.json"));
-  return absl::OkStatus();
+  };
+  return WriteRandomCheckpointFiles(dir, weight_dtype, seed, generate,
+                                    "open_clip_model.safetensors",
+                                    {{"open_clip_config.json", OpenClipConfigToJson(config)}});
 }
 
 }  // namespace embedserve::models::openclip
