@@ -329,16 +329,16 @@ int Run(int argc, char** argv) {
     }
   }
   config.max_concurrent_per_client = f.max_concurrent_per_client;
-  // One tracker admits every call (auth, per-client limits, metrics, access log).
-  std::unique_ptr<rpc::CallTracker> tracker = rpc::Server::MakeTracker(config);
+  // One gate admits every call (bearer token, per-client limit) and accounts for it (metrics, access log).
+  std::unique_ptr<rpc::CallGate> gate = rpc::Server::MakeGate(config);
   std::vector<rpc::ServiceEntry> services;
   services.push_back({"embedserve.v1.EmbedService",
-                      std::make_unique<rpc::EmbedServiceImpl>(&pipeline, config.limits, tracker.get())});
+                      std::make_unique<rpc::EmbedServiceImpl>(&pipeline, config.limits, gate.get())});
   services.push_back({"embedserve.v1.ModelService",
-                      std::make_unique<rpc::ModelServiceImpl>(&pipeline, tracker.get())});
+                      std::make_unique<rpc::ModelServiceImpl>(&pipeline, gate.get())});
   if (f.enable_admin) {
     services.push_back({"embedserve.v1.AdminService",
-                        std::make_unique<rpc::AdminServiceImpl>(&manager, &pipeline, tracker.get())});
+                        std::make_unique<rpc::AdminServiceImpl>(&manager, &pipeline, gate.get())});
     if (config.auth_tokens.empty()) {
       for (const std::string& address : f.listen) {
         if (rpc::UnixSocketPath(address).empty()) {
@@ -352,7 +352,7 @@ int Run(int argc, char** argv) {
     }
   }
   absl::StatusOr<std::unique_ptr<rpc::Server>> server =
-      rpc::Server::Start(config, &pipeline, std::move(tracker), std::move(services));
+      rpc::Server::Start(config, &pipeline, std::move(gate), std::move(services));
   if (!server.ok()) {
     LogEvent(LogLevel::kError, "start_failed", absl::StrCat("error=", LogQuote(server.status().message())));
     return 1;

@@ -4,6 +4,7 @@
 #include <filesystem>
 
 #include <nlohmann/json.hpp>
+#include <ATen/Context.h>
 #include <torch/cuda.h>
 
 #include "absl/strings/str_cat.h"
@@ -20,6 +21,7 @@ namespace embedserve {
 std::string ResolveDevice(const std::string& requested) {
   if (requested != "auto") return requested;
   if (torch::cuda::is_available()) return "cuda:0";
+  if (at::hasMPS()) return "mps";
   return "cpu";
 }
 

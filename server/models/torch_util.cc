@@ -9,6 +9,7 @@
 #include <new>
 #include <thread>
 
+#include <ATen/Context.h>
 #include <ATen/Parallel.h>
 #include <c10/core/Event.h>
 #include <c10/core/StreamGuard.h>
@@ -43,8 +44,9 @@ absl::StatusOr<at::Device> ParseDevice(const std::string& device) {
     return at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(index));
   }
   if (d == "mps") {
-    return absl::FailedPreconditionError("device 'mps': this build has no MPS support "
-                                         "(build on macOS with libtorch's MPS backend)");
+    if (at::hasMPS()) return at::Device(at::kMPS);
+    return absl::FailedPreconditionError("device 'mps': this libtorch build or machine has no "
+                                         "MPS backend (build on macOS with libtorch's MPS support)");
   }
   return absl::InvalidArgumentError(
       absl::StrCat("device '", device, "' is not one of cpu, cuda, cuda:N, mps"));

@@ -23,11 +23,11 @@ grpc::ServerUnaryReactor* AdminServiceImpl::RunInBackground(
     grpc::CallbackServerContext* context, const char* method, const std::string& model,
     std::function<absl::Status()> work) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  CallTracker::Ticket ticket;
-  absl::Status admitted = tracker_->Begin(*context, method, model, 0, &ticket,
-                                          CallTracker::ClientLimit::kExempt);
+  CallGate::Ticket ticket;
+  absl::Status admitted = gate_->Begin(*context, method, model, 0, &ticket,
+                                          CallGate::ClientLimit::kExempt);
   if (!admitted.ok()) {
-    tracker_->End(ticket, admitted);
+    gate_->End(ticket, admitted);
     reactor->Finish(ToGrpcStatus(admitted));
     return reactor;
   }
@@ -42,7 +42,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::RunInBackground(
     } catch (const std::exception& e) {
       status = absl::InternalError(absl::StrCat("unexpected error: ", e.what()));
     }
-    tracker_->End(ticket, status);
+    gate_->End(ticket, status);
     reactor->Finish(ToGrpcStatus(status));
     std::lock_guard<std::mutex> lock(mu_);
     --running_;

@@ -20,17 +20,17 @@
 #include "embedserve/v1/admin.grpc.pb.h"
 #include "server/lifecycle/model_manager.h"
 #include "server/pipeline/pipeline.h"
-#include "server/rpc/call_tracker.h"
+#include "server/rpc/call_gate.h"
 
 namespace embedserve::rpc {
 
 // embedserve.v1.AdminService: each call runs on its own thread (loads take seconds) and
-// answers when the change is done. Authentication as every other method (the tracker).
+// answers when the change is done. Authentication as every other method (the gate).
 class AdminServiceImpl final : public v1::AdminService::CallbackService {
  public:
-  // `manager`, `pipeline` and `tracker` must outlive the service.
-  AdminServiceImpl(lifecycle::ModelManager* manager, pipeline::Pipeline* pipeline, CallTracker* tracker)
-      : manager_(manager), pipeline_(pipeline), tracker_(tracker) {}
+  // `manager`, `pipeline` and `gate` must outlive the service.
+  AdminServiceImpl(lifecycle::ModelManager* manager, pipeline::Pipeline* pipeline, CallGate* gate)
+      : manager_(manager), pipeline_(pipeline), gate_(gate) {}
   // Waits for calls still running.
   ~AdminServiceImpl() override;
 
@@ -55,7 +55,7 @@ class AdminServiceImpl final : public v1::AdminService::CallbackService {
 
   lifecycle::ModelManager* const manager_;
   pipeline::Pipeline* const pipeline_;
-  CallTracker* const tracker_;
+  CallGate* const gate_;
   std::mutex mu_;
   std::condition_variable idle_;
   int running_ = 0;

@@ -36,10 +36,10 @@ absl::Time DeadlineOf(const grpc::CallbackServerContext* context) {
 // from the pipeline call's completion, or directly for an error found before submitting.
 class UnaryCallReactor : public grpc::ServerUnaryReactor {
  public:
-  UnaryCallReactor(CallTracker* tracker, const grpc::CallbackServerContext& context,
+  UnaryCallReactor(CallGate* gate, const grpc::CallbackServerContext& context,
                    const char* method, const std::string& model, int items)
-      : tracker_(tracker) {
-    admitted_ = tracker_->Begin(context, method, model, items, &ticket_);
+      : gate_(gate) {
+    admitted_ = gate_->Begin(context, method, model, items, &ticket_);
     if (!admitted_.ok()) FinishWith(admitted_);
   }
   // False when the per-client limit refused the call (it is already finished).
@@ -59,7 +59,7 @@ class UnaryCallReactor : public grpc::ServerUnaryReactor {
     if (cancelled) call->Cancel();
   }
   void FinishWith(const absl::Status& status) {
-    tracker_->End(ticket_, status);
+    gate_->End(ticket_, status);
     Finish(ToGrpcStatus(status));
   }
 
@@ -75,8 +75,8 @@ class UnaryCallReactor : public grpc::ServerUnaryReactor {
   void OnDone() override { delete this; }
 
  private:
-  CallTracker* const tracker_;
-  CallTracker::Ticket ticket_;
+  CallGate* const gate_;
+  CallGate::Ticket ticket_;
   absl::Status admitted_;
   absl::Mutex mu_;
   std::weak_ptr<EmbedCall> call_ ABSL_GUARDED_BY(mu_);
@@ -148,13 +148,13 @@ class EmbedStreamReactor
     : public grpc::ServerBidiReactor<v1::EmbedStreamRequest, v1::EmbedStreamResponse> {
  public:
   EmbedStreamReactor(grpc::CallbackServerContext* context, pipeline::Pipeline* pipeline,
-                     RequestLimits limits, CallTracker* tracker)
-      : context_(context), pipeline_(pipeline), limits_(limits), tracker_(tracker) {
-    absl::Status admitted = tracker_->Begin(*context, "EmbedStream", "", 0, &ticket_);
+                     RequestLimits limits, CallGate* gate)
+      : context_(context), pipeline_(pipeline), limits_(limits), gate_(gate) {
+    absl::Status admitted = gate_->Begin(*context, "EmbedStream", "", 0, &ticket_);
     if (!admitted.ok()) {
       absl::MutexLock lock(&mu_);
       finished_ = true;
-      tracker_->End(ticket_, admitted);
+      gate_->End(ticket_, admitted);
       Finish(ToGrpcStatus(admitted));
       return;
     }
@@ -299,7 +299,7 @@ class EmbedStreamReactor
     if (to_write != nullptr) StartWrite(to_write);
     if (start_read) StartRead(&request_);
     if (finish) {
-      tracker_->End(ticket_, FromGrpcStatus(finish_status));
+      gate_->End(ticket_, FromGrpcStatus(finish_status));
       Finish(finish_status);
     }
   }
@@ -307,8 +307,8 @@ class EmbedStreamReactor
   grpc::CallbackServerContext* const context_;
   pipeline::Pipeline* const pipeline_;
   const RequestLimits limits_;
-  CallTracker* const tracker_;
-  CallTracker::Ticket ticket_;
+  CallGate* const gate_;
+  CallGate::Ticket ticket_;
   int messages_ ABSL_GUARDED_BY(mu_) = 0;
   v1::EmbedStreamRequest request_;
   absl::Mutex mu_;
@@ -327,7 +327,7 @@ class EmbedStreamReactor
 grpc::ServerUnaryReactor* EmbedServiceImpl::Embed(grpc::CallbackServerContext* context,
                                                   const v1::EmbedRequest* request,
                                                   v1::EmbedResponse* response) {
-  auto* reactor = new UnaryCallReactor(tracker_, *context, "Embed", request->model(), request->inputs_size());
+  auto* reactor = new UnaryCallReactor(gate_, *context, "Embed", request->model(), request->inputs_size());
   if (!reactor->admitted()) return reactor;
   absl::StatusOr<ModelRef> entry = pipeline_->FindReady(request->model());
   if (!entry.ok()) return reactor->FinishNow(entry.status());
@@ -357,13 +357,13 @@ grpc::ServerUnaryReactor* EmbedServiceImpl::Embed(grpc::CallbackServerContext* c
 
 grpc::ServerBidiReactor<v1::EmbedStreamRequest, v1::EmbedStreamResponse>*
 EmbedServiceImpl::EmbedStream(grpc::CallbackServerContext* context) {
-  return new EmbedStreamReactor(context, pipeline_, limits_, tracker_);
+  return new EmbedStreamReactor(context, pipeline_, limits_, gate_);
 }
 
 grpc::ServerUnaryReactor* EmbedServiceImpl::Rerank(grpc::CallbackServerContext* context,
                                                    const v1::RerankRequest* request,
                                                    v1::RerankResponse* response) {
-  auto* reactor = new UnaryCallReactor(tracker_, *context, "Rerank", request->model(), request->candidates_size() + 1);
+  auto* reactor = new UnaryCallReactor(gate_, *context, "Rerank", request->model(), request->candidates_size() + 1);
   if (!reactor->admitted()) return reactor;
   absl::StatusOr<ModelRef> entry = pipeline_->FindReady(request->model());
   if (!entry.ok()) return reactor->FinishNow(entry.status());
@@ -475,7 +475,7 @@ grpc::ServerUnaryReactor* EmbedServiceImpl::Rerank(grpc::CallbackServerContext* 
 grpc::ServerUnaryReactor* EmbedServiceImpl::Classify(grpc::CallbackServerContext* context,
                                                      const v1::ClassifyRequest* request,
                                                      v1::ClassifyResponse* response) {
-  auto* reactor = new UnaryCallReactor(tracker_, *context, "Classify", request->model(), request->inputs_size());
+  auto* reactor = new UnaryCallReactor(gate_, *context, "Classify", request->model(), request->inputs_size());
   if (!reactor->admitted()) return reactor;
   absl::StatusOr<ModelRef> entry = pipeline_->FindReady(request->model());
   if (!entry.ok()) return reactor->FinishNow(entry.status());
@@ -554,7 +554,7 @@ grpc::ServerUnaryReactor* EmbedServiceImpl::Classify(grpc::CallbackServerContext
 grpc::ServerUnaryReactor* EmbedServiceImpl::Tokenize(grpc::CallbackServerContext* context,
                                                      const v1::TokenizeRequest* request,
                                                      v1::TokenizeResponse* response) {
-  auto* reactor = new UnaryCallReactor(tracker_, *context, "Tokenize", request->model(), request->texts_size());
+  auto* reactor = new UnaryCallReactor(gate_, *context, "Tokenize", request->model(), request->texts_size());
   if (!reactor->admitted()) return reactor;
   absl::StatusOr<ModelRef> entry = pipeline_->FindReady(request->model());
   if (!entry.ok()) return reactor->FinishNow(entry.status());

@@ -5,7 +5,7 @@
 
 #include "embedserve/v1/embed.grpc.pb.h"
 #include "server/pipeline/pipeline.h"
-#include "server/rpc/call_tracker.h"
+#include "server/rpc/call_gate.h"
 #include "server/rpc/limits.h"
 
 namespace embedserve::rpc {
@@ -13,9 +13,9 @@ namespace embedserve::rpc {
 class EmbedServiceImpl final : public v1::EmbedService::CallbackService {
  public:
   // `pipeline` must outlive the service.
-  // `pipeline` and `tracker` must outlive the service.
-  EmbedServiceImpl(pipeline::Pipeline* pipeline, RequestLimits limits, CallTracker* tracker)
-      : pipeline_(pipeline), limits_(limits), tracker_(tracker) {}
+  // `pipeline` and `gate` must outlive the service.
+  EmbedServiceImpl(pipeline::Pipeline* pipeline, RequestLimits limits, CallGate* gate)
+      : pipeline_(pipeline), limits_(limits), gate_(gate) {}
 
   grpc::ServerUnaryReactor* Embed(grpc::CallbackServerContext* context,
                                   const v1::EmbedRequest* request,
@@ -35,7 +35,7 @@ class EmbedServiceImpl final : public v1::EmbedService::CallbackService {
  private:
   pipeline::Pipeline* const pipeline_;
   const RequestLimits limits_;
-  CallTracker* const tracker_;
+  CallGate* const gate_;
 };
 
 }  // namespace embedserve::rpc

@@ -36,9 +36,9 @@ grpc::ServerUnaryReactor* ModelServiceImpl::ListModels(grpc::CallbackServerConte
                                                        const v1::ListModelsRequest*,
                                                        v1::ListModelsResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  CallTracker::Ticket ticket;
-  absl::Status admitted = tracker_->Begin(*context, "ListModels", "", 0, &ticket);
-  tracker_->End(ticket, admitted);
+  CallGate::Ticket ticket;
+  absl::Status admitted = gate_->Begin(*context, "ListModels", "", 0, &ticket);
+  gate_->End(ticket, admitted);
   if (!admitted.ok()) {
     reactor->Finish(ToGrpcStatus(admitted));
     return reactor;
@@ -54,9 +54,9 @@ grpc::ServerUnaryReactor* ModelServiceImpl::GetModel(grpc::CallbackServerContext
                                                      const v1::GetModelRequest* request,
                                                      v1::GetModelResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  CallTracker::Ticket ticket;
-  absl::Status admitted = tracker_->Begin(*context, "GetModel", request->name(), 0, &ticket);
-  tracker_->End(ticket, admitted);
+  CallGate::Ticket ticket;
+  absl::Status admitted = gate_->Begin(*context, "GetModel", request->name(), 0, &ticket);
+  gate_->End(ticket, admitted);
   if (!admitted.ok()) {
     reactor->Finish(ToGrpcStatus(admitted));
     return reactor;

@@ -3,7 +3,7 @@
 
 #include "embedserve/v1/models.grpc.pb.h"
 #include "server/pipeline/pipeline.h"
-#include "server/rpc/call_tracker.h"
+#include "server/rpc/call_gate.h"
 
 namespace embedserve::rpc {
 
@@ -12,9 +12,9 @@ void ToModelInfo(const pipeline::ModelSnapshot& model, v1::ModelInfo* out);
 
 class ModelServiceImpl final : public v1::ModelService::CallbackService {
  public:
-  // `pipeline` and `tracker` must outlive the service.
-  ModelServiceImpl(pipeline::Pipeline* pipeline, CallTracker* tracker)
-      : pipeline_(pipeline), tracker_(tracker) {}
+  // `pipeline` and `gate` must outlive the service.
+  ModelServiceImpl(pipeline::Pipeline* pipeline, CallGate* gate)
+      : pipeline_(pipeline), gate_(gate) {}
 
   grpc::ServerUnaryReactor* ListModels(grpc::CallbackServerContext* context,
                                        const v1::ListModelsRequest* request,
@@ -25,7 +25,7 @@ class ModelServiceImpl final : public v1::ModelService::CallbackService {
 
  private:
   pipeline::Pipeline* const pipeline_;
-  CallTracker* const tracker_;
+  CallGate* const gate_;
 };
 
 }  // namespace embedserve::rpc

@@ -100,14 +100,14 @@ Server::~Server() {
   if (!shut_down_ && server_) Shutdown(absl::Now());
 }
 
-std::unique_ptr<CallTracker> Server::MakeTracker(const ServerConfig& config) {
-  return std::make_unique<CallTracker>(config.max_concurrent_per_client, config.access_log,
+std::unique_ptr<CallGate> Server::MakeGate(const ServerConfig& config) {
+  return std::make_unique<CallGate>(config.max_concurrent_per_client, config.access_log,
                                        config.auth_tokens);
 }
 
 absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerConfig& config,
                                                       pipeline::Pipeline* pipeline,
-                                                      std::unique_ptr<CallTracker> tracker,
+                                                      std::unique_ptr<CallGate> gate,
                                                       std::vector<ServiceEntry> services) {
   if (config.listen.empty()) return absl::InvalidArgumentError("no --listen address given");
   // Reflection must see health.proto: touching the descriptor keeps it linked in.
@@ -138,7 +138,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerConfig& config
       builder.AddListeningPort(address, tcp_credentials, ports.back().get());
     }
   }
-  server->tracker_ = std::move(tracker);
+  server->gate_ = std::move(gate);
   server->pipeline_ = pipeline;
   server->services_ = std::move(services);
   for (const ServiceEntry& entry : server->services_) builder.RegisterService(entry.service.get());

@@ -14,7 +14,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "server/pipeline/pipeline.h"
-#include "server/rpc/call_tracker.h"
+#include "server/rpc/call_gate.h"
 #include "server/rpc/limits.h"
 
 namespace embedserve::rpc {
@@ -51,15 +51,15 @@ class Server {
 
   // Prepares unix socket paths (a stale socket file is removed; a live one, or a path that
   // is not a socket, is an error), binds every listener and starts serving `services`, all
-  // admitted through `tracker` (which the services were built with). Health starts
+  // admitted through `gate` (which the services were built with). Health starts
   // NOT_SERVING for "", each service and each model until SetServing.
   static absl::StatusOr<std::unique_ptr<Server>> Start(const ServerConfig& config,
                                                        pipeline::Pipeline* pipeline,
-                                                       std::unique_ptr<CallTracker> tracker,
+                                                       std::unique_ptr<CallGate> gate,
                                                        std::vector<ServiceEntry> services);
 
-  // The tracker `config` asks for: per-client limit, access log, bearer tokens.
-  static std::unique_ptr<CallTracker> MakeTracker(const ServerConfig& config);
+  // The gate `config` asks for: per-client limit, access log, bearer tokens.
+  static std::unique_ptr<CallGate> MakeGate(const ServerConfig& config);
 
   // The TCP ports actually bound, in listen order (useful with port 0).
   const std::vector<int>& tcp_ports() const { return tcp_ports_; }
@@ -81,7 +81,7 @@ class Server {
   Server() = default;
 
   // Declared before server_ so they are destroyed after it.
-  std::unique_ptr<CallTracker> tracker_;
+  std::unique_ptr<CallGate> gate_;
   std::vector<ServiceEntry> services_;
   std::unique_ptr<grpc::Server> server_;
   pipeline::Pipeline* pipeline_ = nullptr;

@@ -1,5 +1,6 @@
-// Per-call bookkeeping at the gRPC edge: the per-client concurrency limit, request metrics
-// (counts by method/model/code, latency), and the access log line.
+// The gate every call passes at the gRPC edge: admission at Begin (bearer token, per-client
+// concurrency limit) and accounting at End (metrics by method/model/code, latency, the access
+// log line).
 #pragma once
 
 #include <map>
@@ -16,13 +17,13 @@
 namespace embedserve::rpc {
 
 // Thread-safe.
-class CallTracker {
+class CallGate {
  public:
   // max_per_client: calls in flight per client (0: no limit). A client is the value of the
   // `x-embedserve-client` request header if sent, else its peer address (all callers of a
   // unix socket share one peer address, so they should send the header).
   // `tokens`: accepted bearer tokens; empty disables authentication.
-  CallTracker(int max_per_client, bool access_log, std::vector<std::string> tokens = {})
+  CallGate(int max_per_client, bool access_log, std::vector<std::string> tokens = {})
       : max_per_client_(max_per_client), access_log_(access_log), tokens_(std::move(tokens)) {}
 
   struct Ticket {

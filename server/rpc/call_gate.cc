@@ -1,5 +1,5 @@
-// CallTracker: concurrency limit per client, request metrics and access log.
-#include "server/rpc/call_tracker.h"
+// CallGate: concurrency limit per client, request metrics and access log.
+#include "server/rpc/call_gate.h"
 
 #include <algorithm>
 
@@ -27,7 +27,7 @@ bool ConstantTimeEquals(absl::string_view a, absl::string_view b) {
 
 }  // namespace
 
-bool CallTracker::Authenticated(const grpc::ServerContextBase& context) const {
+bool CallGate::Authenticated(const grpc::ServerContextBase& context) const {
   const auto& metadata = context.client_metadata();
   auto header = metadata.find("authorization");
   if (header == metadata.end()) return false;
@@ -40,7 +40,7 @@ bool CallTracker::Authenticated(const grpc::ServerContextBase& context) const {
   return ok;
 }
 
-absl::Status CallTracker::Begin(const grpc::ServerContextBase& context, std::string method,
+absl::Status CallGate::Begin(const grpc::ServerContextBase& context, std::string method,
                                 std::string model, int items, Ticket* ticket,
                                 ClientLimit limit) {
   ticket->method = std::move(method);
@@ -70,7 +70,7 @@ absl::Status CallTracker::Begin(const grpc::ServerContextBase& context, std::str
   return absl::OkStatus();
 }
 
-void CallTracker::End(const Ticket& ticket, const absl::Status& status) {
+void CallGate::End(const Ticket& ticket, const absl::Status& status) {
   if (ticket.holds_slot) {
     absl::MutexLock lock(&mu_);
     auto it = in_flight_.find(ticket.client);
