@@ -17,7 +17,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "server/image/clip_preprocess.h"
+#include "server/image/resize.h"
 #include "server/image/decode.h"
 #include "server/models/colpali/colpali_modules.h"
 #include "server/models/colpali/colpali_tokenizer.h"
