@@ -46,6 +46,14 @@ void LogEvent(LogLevel level, absl::string_view event, absl::string_view fields)
   std::fwrite(line.data(), 1, line.size(), stderr);  // one write per line: no interleaving
 }
 
+std::string Abbreviate(absl::string_view text, size_t max_bytes) {
+  if (text.size() <= max_bytes) return std::string(text);
+  size_t cut = max_bytes;
+  // Back off continuation bytes (10xxxxxx) so that no character is split.
+  while (cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80) --cut;
+  return absl::StrCat(text.substr(0, cut), "...(", text.size(), " bytes)");
+}
+
 std::string LogQuote(absl::string_view value) {
   if (!value.empty() && value.find_first_of(" \"=\t\n") == absl::string_view::npos) {
     return std::string(value);

@@ -331,6 +331,8 @@ int Run(int argc, char** argv) {
   config.max_concurrent_per_client = f.max_concurrent_per_client;
   // One gate admits every call (bearer token, per-client limit) and accounts for it (metrics, access log).
   std::unique_ptr<rpc::CallGate> gate = rpc::Server::MakeGate(config);
+  gate->SetServedModels(
+      [&pipeline](const std::string& name) { return pipeline.Snapshot(name).ok(); });
   std::vector<rpc::ServiceEntry> services;
   services.push_back({"embedserve.v1.EmbedService",
                       std::make_unique<rpc::EmbedServiceImpl>(&pipeline, config.limits, gate.get())});

@@ -7,9 +7,16 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/log.h"
 #include "server/metrics/metrics.h"
 
 namespace embedserve::pipeline {
+
+namespace {
+// The longest model name a status message repeats (a longer one is abbreviated with its
+// length): a client's unknown 100 KB name must not come back as a 100 KB message.
+constexpr size_t kMaxEchoedName = 200;
+}  // namespace
 
 void QueueRetirer::Retire(std::initializer_list<int> queue_ids) {
   std::lock_guard<std::mutex> lock(mu);
@@ -157,7 +164,7 @@ std::vector<ModelSnapshot> Pipeline::Models() const {
 absl::StatusOr<ModelSnapshot> Pipeline::Snapshot(absl::string_view name) const {
   std::lock_guard<std::mutex> lock(mu_);
   if (const Entry* entry = Find(name)) return SnapshotOf(*entry);
-  return absl::NotFoundError(absl::StrCat("no model named '", name, "'"));
+  return absl::NotFoundError(absl::StrCat("no model named '", Abbreviate(name, kMaxEchoedName), "'"));
 }
 
 void Pipeline::Start() {
@@ -193,7 +200,8 @@ absl::StatusOr<std::shared_ptr<ServingModel>> Pipeline::FindReady(
   }
   std::string known;
   for (const auto& entry : models_) absl::StrAppend(&known, known.empty() ? "" : ", ", entry->name);
-  return absl::NotFoundError(absl::StrCat("no model named '", name, "'; this server has: ",
+  return absl::NotFoundError(absl::StrCat("no model named '", Abbreviate(name, kMaxEchoedName),
+                                          "'; this server has: ",
                                           known.empty() ? "(none)" : known));
 }
 

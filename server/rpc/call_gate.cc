@@ -78,21 +78,27 @@ void CallGate::End(const Ticket& ticket, const absl::Status& status) {
   }
   const double seconds = absl::ToDoubleSeconds(absl::Now() - ticket.start);
   const char* code = StatusCodeName(status.code());
+  // Labels come from a bounded set: "" (no model named), the served models, "unknown".
+  const std::string label = ticket.model.empty() || !is_served_ || is_served_(ticket.model)
+                                ? ticket.model
+                                : std::string("unknown");
   auto& registry = metrics::Global();
   registry
       .GetCounter("embedserve_requests_total", "Calls by method, model and status code",
-                  {{"method", ticket.method}, {"model", ticket.model}, {"code", code}})
+                  {{"method", ticket.method}, {"model", label}, {"code", code}})
       .Add();
   registry
       .GetHistogram("embedserve_request_seconds", "Call latency from arrival to answer",
-                    {{"method", ticket.method}, {"model", ticket.model}},
+                    {{"method", ticket.method}, {"model", label}},
                     metrics::LatencyBuckets())
       .Observe(seconds);
   if (access_log_ && LogEnabled(LogLevel::kInfo)) {
     LogEvent(LogLevel::kInfo, "call",
-             absl::StrCat("method=", ticket.method, " model=", LogQuote(ticket.model),
+             absl::StrCat("method=", ticket.method,
+                          " model=", LogQuote(Abbreviate(ticket.model, kMaxLoggedName)),
                           " items=", ticket.items, " code=", code,
-                          " latency_ms=", seconds * 1000, " client=", LogQuote(ticket.client),
+                          " latency_ms=", seconds * 1000,
+                          " client=", LogQuote(Abbreviate(ticket.client, kMaxLoggedName)),
                           status.ok() ? "" : absl::StrCat(" error=", LogQuote(status.message()))));
   }
 }

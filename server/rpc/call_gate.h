@@ -3,6 +3,7 @@
 // log line).
 #pragma once
 
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -48,12 +49,24 @@ class CallGate {
   // Ends a call: frees its slot, counts it, and writes the access log line.
   void End(const Ticket& ticket, const absl::Status& status);
 
+  // Which model names may become metric labels (the served ones); any other name is counted
+  // as "unknown", so that clients cannot grow the metrics without bound. Unset: every name.
+  // Call before serving.
+  void SetServedModels(std::function<bool(const std::string& name)> is_served) {
+    is_served_ = std::move(is_served);
+  }
+
+  // The longest model name or client id written to the access log (longer ones are
+  // abbreviated, with their length).
+  static constexpr size_t kMaxLoggedName = 128;
+
  private:
   bool Authenticated(const grpc::ServerContextBase& context) const;
 
   const int max_per_client_;
   const bool access_log_;
   const std::vector<std::string> tokens_;
+  std::function<bool(const std::string&)> is_served_;
   absl::Mutex mu_;
   std::map<std::string, int> in_flight_ ABSL_GUARDED_BY(mu_);
 };

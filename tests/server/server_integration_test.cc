@@ -242,14 +242,78 @@ TEST_CASE("Prometheus metrics count calls by method, model and code") {
   CHECK_FALSE(client->Tokenize(v1::TokenizeRequest()).ok());
   const std::string page = HttpGet(metrics_port, "/metrics");
   CHECK_THAT(page, Catch::StartsWith("HTTP/1.1 200 OK"));
+  // A name the server does not serve is counted as "unknown" (labels stay a bounded set).
   CHECK_THAT(page, Catch::Contains(
-      "embedserve_requests_total{method=\"Embed\",model=\"nope\",code=\"NOT_FOUND\"} 3"));
+      "embedserve_requests_total{method=\"Embed\",model=\"unknown\",code=\"NOT_FOUND\"} 3"));
   CHECK_THAT(page, Catch::Contains(
       "embedserve_requests_total{method=\"Tokenize\",model=\"\",code=\"INVALID_ARGUMENT\"} 1"));
   CHECK_THAT(page, Catch::Contains("# TYPE embedserve_request_seconds histogram"));
   CHECK_THAT(page, Catch::Contains(
-      "embedserve_request_seconds_count{method=\"Embed\",model=\"nope\"} 3"));
+      "embedserve_request_seconds_count{method=\"Embed\",model=\"unknown\"} 3"));
+  CHECK_THAT(page, !Catch::Contains("nope"));
   CHECK_THAT(HttpGet(metrics_port, "/other"), Catch::StartsWith("HTTP/1.1 404"));
+}
+
+namespace {
+
+// How many series of embedserve_requests_total a /metrics page holds.
+int RequestSeries(const std::string& page) {
+  int n = 0;
+  for (size_t at = page.find("\nembedserve_requests_total{"); at != std::string::npos;
+       at = page.find("\nembedserve_requests_total{", at + 1)) {
+    ++n;
+  }
+  return n;
+}
+
+}  // namespace
+
+TEST_CASE("unknown model names cannot grow the metrics or the log with or without auth") {
+  char tmpl[] = "/tmp/embedserve-labels-XXXXXX";
+  const std::string dir = mkdtemp(tmpl);
+  std::ofstream(dir + "/tokens") << "tok\n";
+  const int metrics_port = embedserve::testing::FreeTcpPort();
+  for (const bool with_auth : {false, true}) {
+    DYNAMIC_SECTION((with_auth ? "with" : "without") << " --auth-token-file") {
+      std::vector<std::string> args = {
+          "--metrics-listen", "127.0.0.1:" + std::to_string(metrics_port), "--model",
+          "demo=" + std::string(EMBEDSERVE_TEST_DATA) + "/openclip-reference/model"};
+      if (with_auth) {
+        args.push_back("--auth-token-file");
+        args.push_back(dir + "/tokens");
+      }
+      ServerProcess server(args);
+      REQUIRE(server.healthy());
+      auto client = Client::Create(server.unix_target());
+      CHECK_FALSE(client->Embed(TextRequest("first-unknown", "a")).ok());
+      const std::string before = HttpGet(metrics_port, "/metrics");
+      // 200 calls, each naming a different 10 KB model.
+      for (int i = 0; i < 200; ++i) {
+        const std::string name = std::to_string(i) + std::string(10000, 'x');
+        auto answer = client->Embed(TextRequest(name, "a"));
+        CHECK(answer.status().code() == (with_auth ? absl::StatusCode::kUnauthenticated
+                                                   : absl::StatusCode::kNotFound));
+      }
+      const std::string after = HttpGet(metrics_port, "/metrics");
+      CHECK(RequestSeries(after) <= RequestSeries(before) + 1);
+      CHECK(after.size() < before.size() + 2000);
+      CHECK(after.find("xxxxxxxxxx") == std::string::npos);
+      CHECK_THAT(after, Catch::Contains("model=\"unknown\""));
+      if (!with_auth) {
+        // A 20,000-character unknown name: NOT_FOUND with a short message (it used to
+        // overflow the metadata limit and arrive as RESOURCE_EXHAUSTED).
+        auto long_name = client->Embed(TextRequest(std::string(20000, 'y'), "a"));
+        CHECK(long_name.status().code() == absl::StatusCode::kNotFound);
+        CHECK(long_name.status().message().size() < 600);
+        CHECK_THAT(std::string(long_name.status().message()), Catch::Contains("(20000 bytes)"));
+        // A served model keeps its own label.
+        CHECK(client->Embed(TextRequest("demo", "a")).ok());
+        CHECK_THAT(HttpGet(metrics_port, "/metrics"),
+                   Catch::Contains("embedserve_requests_total{method=\"Embed\",model=\"demo\",code=\"OK\"} 1"));
+      }
+    }
+  }
+  std::filesystem::remove_all(dir);
 }
 
 TEST_CASE("the per-client concurrency limit refuses a client's extra calls only") {
