@@ -461,9 +461,8 @@ def test_one_retry_waits_for_a_server_that_starts_late():
 
 
 def test_the_server_answers_http2_from_the_moment_its_socket_exists():
-    # The server side of a late start: a connection made the moment the socket file appears
-    # (while the model is still loading) gets the server's HTTP/2 SETTINGS frame, not
-    # silence. The 30 s socket timeout only keeps a broken server from hanging the test.
+    # The server side of a late start: the first connection the socket accepts (made while
+    # the model is still loading) gets the server's HTTP/2 SETTINGS frame, not silence. The 30 s socket timeout only keeps a broken server from hanging the test.
     import socket as socket_module
     tmp = tempfile.mkdtemp(prefix="embedserve-h2-")
     sock = os.path.join(tmp, "h2.sock")
@@ -473,9 +472,18 @@ def test_the_server_answers_http2_from_the_moment_its_socket_exists():
         while not os.path.exists(sock):
             assert time.monotonic() < deadline and s.proc.poll() is None
             time.sleep(0.005)
-        conn = socket_module.socket(socket_module.AF_UNIX, socket_module.SOCK_STREAM)
-        conn.settimeout(30)
-        conn.connect(sock)
+        # bind() creates the file an instant before listen(): until then a connect is
+        # refused (at once, never silently); the first accepted connection is the one tested.
+        while True:
+            conn = socket_module.socket(socket_module.AF_UNIX, socket_module.SOCK_STREAM)
+            conn.settimeout(30)
+            try:
+                conn.connect(sock)
+                break
+            except ConnectionRefusedError:
+                conn.close()
+                assert time.monotonic() < deadline
+                time.sleep(0.001)
         conn.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0]))
         header = b""
         while len(header) < 9:
