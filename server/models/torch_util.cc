@@ -224,11 +224,19 @@ absl::Status LoadParameters(torch::nn::Module& module, const TensorArchive& arch
     absl::StatusOr<at::Tensor> source = TensorFromView(**view);
     if (!source.ok()) return source.status();
     const at::ScalarType target = plan.keep_fp32(item.key()) ? at::kFloat : dtype;
+    bool finite = true;
     absl::Status copied = GuardTorch(absl::StrCat("loading tensor '", key, "'"), [&] {
       at::Tensor value = source->to(device, target, /*non_blocking=*/false, /*copy=*/true);
+      // In the serving dtype, so a value that overflows the conversion is caught too.
+      finite = !at::is_floating_point(value) || at::isfinite(value).all().item<bool>();
       param.set_data(value);
     });
     if (!copied.ok()) return copied;
+    if (!finite) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          *(*view)->file, ": tensor '", key, "' holds non-finite values (NaN or Inf) in ",
+          ServingDtypeName(target), "; the checkpoint is corrupt or does not fit this dtype"));
+    }
   }
   absl::flat_hash_set<std::string> allowed = used;
   for (const std::string& name : archive.Names()) {

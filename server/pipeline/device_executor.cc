@@ -2,6 +2,7 @@
 #include "server/pipeline/device_executor.h"
 
 #include <algorithm>
+#include <cmath>
 #include <optional>
 #include <utility>
 
@@ -325,6 +326,15 @@ void DeviceExecutor::Finish(Launched launched) {
   queue.items_done->Add(batch.size());
   for (size_t i = 0; i < batch.size(); ++i) {
     batch[i].call->NoteInferenceTime(inference);
+    const std::vector<float>& values = (*outputs)[i].values;
+    if (!std::all_of(values.begin(), values.end(), [](float v) { return std::isfinite(v); })) {
+      // Never an OK answer with NaN or Inf in it: corrupt weights, or an input that drives
+      // the model out of range. Only this item's call fails.
+      batch[i].call->Fail(absl::InternalError(absl::StrCat(
+          batch[i].call->input(batch[i].index).field,
+          ": the model produced non-finite values (NaN or Inf); its weights may be corrupt")));
+      continue;
+    }
     batch[i].call->SetResult(batch[i].index, std::move((*outputs)[i]));
   }
 }

@@ -398,6 +398,17 @@ TEST_CASE("a checkpoint that does not fit the config fails at load, naming file 
     }
   });
   CHECK(shape.code() == absl::StatusCode::kInvalidArgument);
+
+  // 0xFF bytes (a NaN in float32) in one tensor: refused at load, naming it, rather than
+  // served as NaN vectors with status OK.
+  absl::Status corrupt = load_with([](auto& t) {
+    for (auto& x : t) {
+      if (x.name == "ln_final.weight") x.bytes.assign(x.bytes.size(), '\xff');
+    }
+  });
+  CHECK(corrupt.code() == absl::StatusCode::kInvalidArgument);
+  CHECK_THAT(std::string(corrupt.message()),
+             Catch::Contains("ln_final.weight") && Catch::Contains("non-finite"));
   CHECK_THAT(std::string(shape.message()), Catch::Contains("visual.proj"));
   CHECK_THAT(std::string(shape.message()), Catch::Contains("open_clip_model.safetensors"));
 

@@ -1,6 +1,7 @@
 // The pipeline with a fake model: batches by size, by delay and by token budget; deadlines,
 // cancellation, queue-full rejection, order within a call, and failure isolation.
 #include <atomic>
+#include <cmath>
 #include <memory>
 #include <string>
 #include <thread>
@@ -61,8 +62,9 @@ class FakeModel : public models::Model {
     models::TextInput input;
     int n = 1;
     if (text == "boom") n = -1;
+    else if (text == "nan") n = -2;
     else if (!absl::SimpleAtoi(text, &n)) n = 1;
-    input.token_ids.assign(n < 0 ? 1 : n, n < 0 ? -1 : 7);
+    input.token_ids.assign(n < 0 ? 1 : n, n < 0 ? n : 7);
     return input;
   }
   absl::StatusOr<models::ImageInput> PrepareImage(absl::string_view,
@@ -88,8 +90,8 @@ class FakeModel : public models::Model {
     }
     std::vector<models::Embedding> out;
     for (const auto* t : texts) {
-      out.push_back({1, 2, {static_cast<float>(t->token_ids.size()),
-                            static_cast<float>(texts.size())}});
+      const float first = t->token_ids[0] == -2 ? std::nanf("") : static_cast<float>(t->token_ids.size());
+      out.push_back({1, 2, {first, static_cast<float>(texts.size())}});
     }
     return out;
   }
@@ -293,6 +295,22 @@ TEST_CASE("a bad item fails only its own call, and a failed forward fails only i
   h.pipeline->Submit(h.entry, MakeCall({"4"}, &after));
   REQUIRE(after.done.WaitForNotificationWithTimeout(absl::Seconds(10)));
   CHECK(after.status.ok());
+}
+
+TEST_CASE("a non-finite output fails its own call with INTERNAL, never OK") {
+  BatchPolicy policy;
+  policy.max_batch_size = 16;
+  policy.max_queue_delay = absl::Milliseconds(50);
+  Harness h(policy);
+  Outcome good, poisoned;
+  h.pipeline->Submit(h.entry, MakeCall({"1", "2"}, &good));
+  h.pipeline->Submit(h.entry, MakeCall({"3", "nan"}, &poisoned));
+  REQUIRE(good.done.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  REQUIRE(poisoned.done.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  CHECK(good.status.ok());
+  CHECK(poisoned.status.code() == absl::StatusCode::kInternal);
+  CHECK_THAT(std::string(poisoned.status.message()),
+             Catch::Contains("inputs[1]") && Catch::Contains("non-finite"));
 }
 
 TEST_CASE("a full preprocessing queue refuses with RESOURCE_EXHAUSTED") {
