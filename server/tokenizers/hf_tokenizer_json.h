@@ -5,7 +5,6 @@
 
 #include <array>
 #include <cstdint>
-#include <map>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -13,6 +12,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "server/tokenizers/hf_added_tokens.h"
 
 namespace embedserve::tokenizers {
 
@@ -49,17 +49,13 @@ class HfTokenizerJson {
   std::string IdToToken(int32_t id) const;
   // Largest id in the vocabulary or the added tokens, plus one.
   int size() const { return size_; }
-  bool IsAddedToken(int32_t id) const { return added_.count(id) != 0; }
-  bool IsSpecialToken(int32_t id) const;
+  bool IsAddedToken(int32_t id) const { return added_.Contains(id); }
+  bool IsSpecialToken(int32_t id) const { return added_.IsSpecial(id); }
 
   // Implementation details follow. API users need not read.
  private:
   HfTokenizerJson() = default;
 
-  struct AddedToken {
-    std::string content;
-    bool single_word = false, lstrip = false, rstrip = false, normalized = true, special = false;
-  };
   // Literal-pattern steps; a normalizer Sequence and a pre-tokenizer Sequence are flattened.
   struct NormalizerStep {
     enum class Kind { kReplace, kPrepend } kind;
@@ -78,26 +74,10 @@ class HfTokenizerJson {
     SplitBehavior behavior = SplitBehavior::kIsolated;
     bool invert = false;
   };
-  // A byte trie over added-token patterns; leftmost-longest matching.
-  struct Trie {
-    struct Node {
-      std::map<unsigned char, int32_t> next;
-      int32_t token = -1;  // an added token id ending here
-    };
-    std::vector<Node> nodes{Node{}};
-    void Insert(absl::string_view pattern, int32_t token);
-    bool empty() const { return nodes.size() == 1; }
-  };
-  // A piece of the text being encoded: either a matched added token or text still to encode.
-  struct Piece {
-    std::string text;
-    int32_t token = -1;
-  };
 
   friend class HfTokenizerJsonParser;  // fills the fields below from the JSON (in the .cc)
 
   std::string Normalize(absl::string_view text) const;
-  void SplitAddedTokens(const Trie& trie, std::vector<Piece>* pieces) const;
   std::vector<std::string> PreTokenize(std::string text) const;
   void EncodeWord(absl::string_view word, std::vector<int32_t>* ids) const;
 
@@ -111,10 +91,9 @@ class HfTokenizerJson {
   bool byte_fallback_ = false;
   bool ignore_merges_ = false;
 
-  std::map<int32_t, AddedToken> added_;
-  std::unordered_map<std::string, int32_t> added_by_content_;
-  Trie raw_trie_;         // normalized=false tokens, matched on the raw text
-  Trie normalized_trie_;  // normalized=true tokens, matched (normalized) on normalized text
+  // Matched with single_word's word characters exact for ASCII and Latin-1 and approximated
+  // beyond (IsApproximateWordChar in the .cc).
+  HfAddedTokens added_;
 
   std::vector<NormalizerStep> normalizer_;
   std::vector<SplitStep> pre_tokenizer_;

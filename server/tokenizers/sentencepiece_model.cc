@@ -1,4 +1,5 @@
-// SentencePiece BPE: ModelProto parsing (protobuf wire format) and the BPE encoder.
+// SentencePiece ModelProto parsing (protobuf wire format, for the BPE and the unigram
+// encoders) and the BPE encoder.
 #include "server/tokenizers/sentencepiece_model.h"
 
 #include <algorithm>
@@ -9,6 +10,8 @@
 #include <functional>
 #include <queue>
 #include <sstream>
+
+#include "absl/status/status.h"
 
 namespace embedserve::tokenizers {
 namespace {
@@ -81,20 +84,17 @@ std::unique_ptr<SentencePieceModel> SentencePieceModel::Load(const std::string& 
   return Parse(buffer.str(), error);
 }
 
-std::unique_ptr<SentencePieceModel> SentencePieceModel::Parse(const std::string& bytes,
-                                                              std::string* error) {
-  std::unique_ptr<SentencePieceModel> m(new SentencePieceModel);
-  int model_type = 1;  // UNIGRAM by default
-  bool treat_whitespace_as_suffix = false;
-  std::string charsmap;
+absl::StatusOr<SentencePieceModelProto> ParseSentencePieceModelProto(absl::string_view bytes) {
+  SentencePieceModelProto proto;
   Reader r{reinterpret_cast<const uint8_t*>(bytes.data()),
            reinterpret_cast<const uint8_t*>(bytes.data()) + bytes.size()};
+  const char* failed = "ModelProto";  // the message being read when the wire format broke
   while (!r.done()) {
     const uint64_t tag = r.Varint();
     const int field = static_cast<int>(tag >> 3), wire = static_cast<int>(tag & 7);
     if (field == 1 && wire == 2) {  // pieces
       Reader s = r.Sub();
-      Piece piece;
+      SentencePieceModelProto::Piece piece;
       while (!s.done()) {
         const uint64_t t = s.Varint();
         const int f = static_cast<int>(t >> 3), w = static_cast<int>(t & 7);
@@ -106,65 +106,96 @@ std::unique_ptr<SentencePieceModel> SentencePieceModel::Parse(const std::string&
           std::memcpy(&piece.score, &bits, 4);
         } else if (f == 3 && w == 0) {
           const uint64_t type = s.Varint();
-          if (type < 1 || type > 6) {
-            *error = "piece with unknown type " + std::to_string(type);
-            return nullptr;
+          if (s.ok && (type < 1 || type > 6)) {
+            return absl::InvalidArgumentError(
+                "ModelProto.pieces[" + std::to_string(proto.pieces.size()) +
+                "].type: " + std::to_string(type) + " is not a piece type (1..6)");
           }
-          piece.type = static_cast<PieceType>(type);
+          piece.type = static_cast<SentencePieceType>(type);
         } else {
           s.Skip(w);
         }
       }
-      if (!s.ok) r.ok = false;
-      m->pieces_.push_back(std::move(piece));
+      if (!s.ok) {
+        r.ok = false;
+        failed = "ModelProto.pieces";
+      }
+      proto.pieces.push_back(std::move(piece));
     } else if (field == 2 && wire == 2) {  // trainer_spec
       Reader s = r.Sub();
       while (!s.done()) {
         const uint64_t t = s.Varint();
         const int f = static_cast<int>(t >> 3), w = static_cast<int>(t & 7);
-        if (f == 3 && w == 0) model_type = static_cast<int>(s.Varint());
-        else if (f == 35 && w == 0) m->byte_fallback_ = s.Varint() != 0;
-        else if (f == 24 && w == 0) treat_whitespace_as_suffix = s.Varint() != 0;
+        if (f == 3 && w == 0) proto.model_type = static_cast<int>(s.Varint());
+        else if (f == 35 && w == 0) proto.byte_fallback = s.Varint() != 0;
+        else if (f == 24 && w == 0) proto.treat_whitespace_as_suffix = s.Varint() != 0;
         else s.Skip(w);
       }
-      if (!s.ok) r.ok = false;
+      if (!s.ok) {
+        r.ok = false;
+        failed = "ModelProto.trainer_spec";
+      }
     } else if (field == 3 && wire == 2) {  // normalizer_spec
       Reader s = r.Sub();
       while (!s.done()) {
         const uint64_t t = s.Varint();
         const int f = static_cast<int>(t >> 3), w = static_cast<int>(t & 7);
-        if (f == 2 && w == 2) {
+        if ((f == 1 || f == 2) && w == 2) {
           Reader str = s.Sub();
-          charsmap.assign(reinterpret_cast<const char*>(str.p), str.end - str.p);
-        } else if (f == 3 && w == 0) m->add_dummy_prefix_ = s.Varint() != 0;
-        else if (f == 4 && w == 0) m->remove_extra_whitespaces_ = s.Varint() != 0;
-        else if (f == 5 && w == 0) m->escape_whitespaces_ = s.Varint() != 0;
+          (f == 1 ? proto.normalizer_name : proto.precompiled_charsmap)
+              .assign(reinterpret_cast<const char*>(str.p), str.end - str.p);
+        } else if (f == 3 && w == 0) proto.add_dummy_prefix = s.Varint() != 0;
+        else if (f == 4 && w == 0) proto.remove_extra_whitespaces = s.Varint() != 0;
+        else if (f == 5 && w == 0) proto.escape_whitespaces = s.Varint() != 0;
         else s.Skip(w);
       }
-      if (!s.ok) r.ok = false;
+      if (!s.ok) {
+        r.ok = false;
+        failed = "ModelProto.normalizer_spec";
+      }
     } else {
       r.Skip(wire);
     }
   }
   if (!r.ok) {
-    *error = "not a valid SentencePiece model (malformed protobuf)";
+    return absl::InvalidArgumentError(
+        std::string(failed) +
+        ": not a valid SentencePiece model (malformed protobuf: truncated, or not a .model file)");
+  }
+  return proto;
+}
+
+std::unique_ptr<SentencePieceModel> SentencePieceModel::Parse(const std::string& bytes,
+                                                              std::string* error) {
+  absl::StatusOr<SentencePieceModelProto> proto = ParseSentencePieceModelProto(bytes);
+  if (!proto.ok()) {
+    *error = std::string(proto.status().message());
     return nullptr;
+  }
+  std::unique_ptr<SentencePieceModel> m(new SentencePieceModel);
+  m->byte_fallback_ = proto->byte_fallback;
+  m->add_dummy_prefix_ = proto->add_dummy_prefix;
+  m->remove_extra_whitespaces_ = proto->remove_extra_whitespaces;
+  m->escape_whitespaces_ = proto->escape_whitespaces;
+  for (SentencePieceModelProto::Piece& p : proto->pieces) {
+    m->pieces_.push_back({std::move(p.text), p.score, p.type});
   }
   if (m->pieces_.empty()) {
     *error = "the model has no pieces";
     return nullptr;
   }
-  if (model_type != 2) {
-    *error = "model_type " + std::to_string(model_type) +
-             " is not supported (only BPE models, as Gemma's, are implemented)";
+  if (proto->model_type != 2) {
+    *error = "model_type " + std::to_string(proto->model_type) +
+             " is not supported here (this encoder implements BPE models, as Gemma's; unigram "
+             "models are read by UnigramTokenizer)";
     return nullptr;
   }
-  if (!charsmap.empty()) {
+  if (!proto->precompiled_charsmap.empty()) {
     *error = "the normalizer has a precompiled character map (e.g. nmt_nfkc), which is not "
              "implemented (Gemma's tokenizer uses identity normalization)";
     return nullptr;
   }
-  if (treat_whitespace_as_suffix) {
+  if (proto->treat_whitespace_as_suffix) {
     *error = "treat_whitespace_as_suffix is not supported";
     return nullptr;
   }

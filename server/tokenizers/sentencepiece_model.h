@@ -1,6 +1,6 @@
-// A self-contained reader and encoder for SentencePiece BPE models (tokenizer.model). Written
-// here because Debian's libsentencepiece bundles and exports its own protobuf-lite, which
-// clashes with libtorch's/gRPC's libprotobuf at load time (a crash in static initialisation).
+// SentencePiece .model files, self-contained: the ModelProto reader and the BPE encoder
+// (unigram models: UnigramTokenizer, unigram.h). Not Debian's libsentencepiece: its bundled
+// protobuf-lite clashes with libtorch's/gRPC's libprotobuf at load time (a static-init crash).
 #pragma once
 
 #include <memory>
@@ -8,14 +8,55 @@
 #include <unordered_map>
 #include <vector>
 
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
 namespace embedserve::tokenizers {
+
+// ModelProto.SentencePiece.Type.
+enum class SentencePieceType {
+  kNormal = 1,
+  kUnknown = 2,
+  kControl = 3,
+  kUserDefined = 4,
+  kUnused = 5,
+  kByte = 6
+};
+
+// The fields of a serialized ModelProto that the encoders here read, with the proto2 defaults
+// for those absent. Other fields (training options, self-test data) are skipped.
+struct SentencePieceModelProto {
+  struct Piece {
+    std::string text;
+    float score = 0.f;
+    SentencePieceType type = SentencePieceType::kNormal;
+  };
+  std::vector<Piece> pieces;  // the id of a piece is its index
+  // TrainerSpec.
+  int model_type = 1;  // 1 UNIGRAM, 2 BPE, 3 WORD, 4 CHAR
+  bool byte_fallback = false;
+  bool treat_whitespace_as_suffix = false;
+  // NormalizerSpec.
+  std::string normalizer_name;       // e.g. "nmt_nfkc", "identity"; informative only
+  std::string precompiled_charsmap;  // the normalization rules; empty for none
+  bool add_dummy_prefix = true;
+  bool remove_extra_whitespaces = true;
+  bool escape_whitespaces = true;
+};
+
+// Reads the fields above from serialized ModelProto bytes. INVALID_ARGUMENT (the message
+// names the field) if the bytes are not a well-formed protobuf message or a piece has a type
+// outside 1..6; nothing else is checked (see SentencePieceModel::Parse and
+// UnigramTokenizer::ParseSentencePiece for what each encoder requires).
+absl::StatusOr<SentencePieceModelProto> ParseSentencePieceModelProto(absl::string_view bytes);
 
 class SentencePieceModel {
  public:
-  enum class PieceType { kNormal = 1, kUnknown = 2, kControl = 3, kUserDefined = 4, kUnused = 5, kByte = 6 };
+  using PieceType = SentencePieceType;
 
   // Parses a serialized ModelProto. nullptr with `error` set if the file cannot be read or
-  // uses what this encoder does not implement (unigram models, a precompiled normalizer).
+  // uses what this encoder does not implement (unigram models: UnigramTokenizer encodes them;
+  // a precompiled normalizer).
   static std::unique_ptr<SentencePieceModel> Load(const std::string& path, std::string* error);
   static std::unique_ptr<SentencePieceModel> Parse(const std::string& bytes, std::string* error);
 

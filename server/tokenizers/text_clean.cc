@@ -11,7 +11,6 @@
 #include <unicode/unistr.h>
 #include <unicode/locid.h>
 
-#include "absl/strings/str_cat.h"
 #include "server/tokenizers/html_entities.h"
 
 namespace embedserve::tokenizers {
@@ -267,99 +266,6 @@ bool MayNeedFixing(const std::u32string& text) {
 }
 
 }  // namespace
-
-absl::Status ValidateUtf8(absl::string_view utf8) {
-  const auto* p = reinterpret_cast<const unsigned char*>(utf8.data());
-  const size_t n = utf8.size();
-  size_t i = 0;
-  while (i < n) {
-    const unsigned char b = p[i];
-    if (b < 0x80) {
-      ++i;
-      continue;
-    }
-    size_t len;
-    uint32_t cp;
-    if (b >= 0xC2 && b <= 0xDF) {
-      len = 2;
-      cp = b & 0x1F;
-    } else if (b >= 0xE0 && b <= 0xEF) {
-      len = 3;
-      cp = b & 0x0F;
-    } else if (b >= 0xF0 && b <= 0xF4) {
-      len = 4;
-      cp = b & 0x07;
-    } else {
-      return absl::InvalidArgumentError(
-          absl::StrCat("text is not valid UTF-8: invalid byte 0x", absl::Hex(b, absl::kZeroPad2),
-                       " at byte offset ", i));
-    }
-    if (i + len > n) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "text is not valid UTF-8: truncated sequence at byte offset ", i));
-    }
-    for (size_t k = 1; k < len; ++k) {
-      if ((p[i + k] & 0xC0) != 0x80) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "text is not valid UTF-8: invalid sequence at byte offset ", i));
-      }
-      cp = (cp << 6) | (p[i + k] & 0x3F);
-    }
-    if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)) ||
-        (cp >= 0xD800 && cp <= 0xDFFF)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "text is not valid UTF-8: invalid code point at byte offset ", i));
-    }
-    i += len;
-  }
-  return absl::OkStatus();
-}
-
-std::u32string DecodeUtf8(absl::string_view utf8) {
-  std::u32string out;
-  out.reserve(utf8.size());
-  const auto* p = reinterpret_cast<const unsigned char*>(utf8.data());
-  const size_t n = utf8.size();
-  for (size_t i = 0; i < n;) {
-    const unsigned char b = p[i];
-    if (b < 0x80) {
-      out.push_back(b);
-      ++i;
-      continue;
-    }
-    size_t len = b >= 0xF0 ? 4 : b >= 0xE0 ? 3 : 2;
-    char32_t cp = b & (len == 2 ? 0x1F : len == 3 ? 0x0F : 0x07);
-    for (size_t k = 1; k < len && i + k < n; ++k) cp = (cp << 6) | (p[i + k] & 0x3F);
-    out.push_back(cp);
-    i += len;
-  }
-  return out;
-}
-
-void AppendUtf8(char32_t c, std::string* out) {
-  if (c < 0x80) {
-    out->push_back(static_cast<char>(c));
-  } else if (c < 0x800) {
-    out->push_back(static_cast<char>(0xC0 | (c >> 6)));
-    out->push_back(static_cast<char>(0x80 | (c & 0x3F)));
-  } else if (c < 0x10000) {
-    out->push_back(static_cast<char>(0xE0 | (c >> 12)));
-    out->push_back(static_cast<char>(0x80 | ((c >> 6) & 0x3F)));
-    out->push_back(static_cast<char>(0x80 | (c & 0x3F)));
-  } else {
-    out->push_back(static_cast<char>(0xF0 | (c >> 18)));
-    out->push_back(static_cast<char>(0x80 | ((c >> 12) & 0x3F)));
-    out->push_back(static_cast<char>(0x80 | ((c >> 6) & 0x3F)));
-    out->push_back(static_cast<char>(0x80 | (c & 0x3F)));
-  }
-}
-
-std::string EncodeUtf8(const std::u32string& text) {
-  std::string out;
-  out.reserve(text.size());
-  for (char32_t c : text) AppendUtf8(c, &out);
-  return out;
-}
 
 std::u32string FtfyFixText(const std::u32string& text) {
   if (!MayNeedFixing(text)) return text;

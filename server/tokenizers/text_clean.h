@@ -7,17 +7,9 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "server/tokenizers/utf8.h"  // ValidateUtf8, DecodeUtf8, EncodeUtf8 (also for users)
 
 namespace embedserve::tokenizers {
-
-// OK, or INVALID_ARGUMENT naming the byte offset of the first invalid UTF-8 sequence
-// (overlong forms, surrogates and code points above U+10FFFF are invalid).
-absl::Status ValidateUtf8(absl::string_view utf8);
-
-// Decodes UTF-8 that ValidateUtf8 accepted.
-std::u32string DecodeUtf8(absl::string_view utf8);
-void AppendUtf8(char32_t c, std::string* out);
-std::string EncodeUtf8(const std::u32string& text);
 
 // ftfy.fix_text with its default configuration: per line, until nothing changes:
 // unescape_html (off from the first line holding '<' on), fix_c1_controls,
