@@ -32,6 +32,13 @@ struct ModelDescription {
   bool outputs_normalized = false;  // true if the model already L2-normalizes every row
   float logit_scale = 0.f;       // exp()'d CLIP logit scale; 0 if the family has none
   std::string scoring;           // "cosine" (CLIP), "maxsim" (ColPali)
+  // What the model can be asked for beyond embedding the modalities it accepts, declared by
+  // its family rather than guessed from other fields.
+  struct Capabilities {
+    // Zero-shot Classify: texts and images in one space, scored with logit_scale.
+    bool classify = false;
+  };
+  Capabilities capabilities;
 };
 
 // A text after tokenization, ready for the device. Built on CPU threads.

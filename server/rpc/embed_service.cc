@@ -480,8 +480,7 @@ grpc::ServerUnaryReactor* EmbedServiceImpl::Classify(grpc::CallbackServerContext
   absl::StatusOr<ModelRef> entry = pipeline_->FindReady(request->model());
   if (!entry.ok()) return reactor->FinishNow(entry.status());
   ModelRef model = *entry;
-  if (model->description.logit_scale <= 0 || model->description.multi_vector ||
-      !model->description.accepts_text) {
+  if (!model->description.capabilities.classify) {
     return reactor->FinishNow(absl::UnimplementedError(absl::StrCat(
         "model '", model->name, "' (", model->description.family,
         ") has no zero-shot classification; use a CLIP model")));

@@ -55,21 +55,19 @@ grpc::ServerUnaryReactor* ModelServiceImpl::GetModel(grpc::CallbackServerContext
                                                      v1::GetModelResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   CallGate::Ticket ticket;
-  absl::Status admitted = gate_->Begin(*context, "GetModel", request->name(), 0, &ticket);
-  gate_->End(ticket, admitted);
-  if (!admitted.ok()) {
-    reactor->Finish(ToGrpcStatus(admitted));
-    return reactor;
-  }
-  for (const pipeline::ModelSnapshot& model : pipeline_->Models()) {
-    if (model.name == request->name()) {
-      ToModelInfo(model, response->mutable_model());
-      reactor->Finish(grpc::Status::OK);
-      return reactor;
+  absl::Status status = gate_->Begin(*context, "GetModel", request->name(), 0, &ticket);
+  if (status.ok()) {
+    // The pipeline's own snapshot (NOT_FOUND with the name abbreviated), and the call's
+    // real outcome in the metrics and the access log.
+    absl::StatusOr<pipeline::ModelSnapshot> model = pipeline_->Snapshot(request->name());
+    if (model.ok()) {
+      ToModelInfo(*model, response->mutable_model());
+    } else {
+      status = model.status();
     }
   }
-  reactor->Finish(grpc::Status(grpc::StatusCode::NOT_FOUND,
-                               absl::StrCat("no model named '", request->name(), "'")));
+  gate_->End(ticket, status);
+  reactor->Finish(ToGrpcStatus(status));
   return reactor;
 }
 

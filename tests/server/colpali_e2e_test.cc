@@ -228,3 +228,15 @@ TEST_CASE("Tokenize returns the query prompt's reference ids") {
   std::vector<int32_t> ids(t.ids().begin(), t.ids().end());
   CHECK(ids == Reference()["query_ids"][0].get<std::vector<int32_t>>());
 }
+
+TEST_CASE("Classify is UNIMPLEMENTED for ColPali, which does not declare it") {
+  auto client = Client::Create(ColPaliServer().unix_target());
+  v1::ClassifyRequest request;
+  request.set_model("colpali");
+  request.add_inputs()->set_text("a page");
+  request.add_labels("invoice");
+  request.add_labels("letter");
+  auto answer = client->Classify(request);
+  CHECK(answer.status().code() == absl::StatusCode::kUnimplemented);
+  CHECK_THAT(std::string(answer.status().message()), Catch::Contains("no zero-shot classification"));
+}

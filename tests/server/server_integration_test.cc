@@ -240,7 +240,11 @@ TEST_CASE("Prometheus metrics count calls by method, model and code") {
   auto client = Client::Create(server.unix_target());
   for (int i = 0; i < 3; ++i) CHECK_FALSE(client->Embed(TextRequest("nope", "x")).ok());
   CHECK_FALSE(client->Tokenize(v1::TokenizeRequest()).ok());
+  CHECK(client->GetModel("nope").status().code() == absl::StatusCode::kNotFound);
   const std::string page = HttpGet(metrics_port, "/metrics");
+  // GetModel records its real outcome (it used to count NOT_FOUND answers as OK).
+  CHECK_THAT(page, Catch::Contains(
+      "embedserve_requests_total{method=\"GetModel\",model=\"unknown\",code=\"NOT_FOUND\"} 1"));
   CHECK_THAT(page, Catch::StartsWith("HTTP/1.1 200 OK"));
   // A name the server does not serve is counted as "unknown" (labels stay a bounded set).
   CHECK_THAT(page, Catch::Contains(

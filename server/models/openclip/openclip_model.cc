@@ -191,6 +191,7 @@ absl::StatusOr<std::unique_ptr<Model>> LoadOpenClip(const std::string& dir,
   d.outputs_normalized = false;
   d.logit_scale = std::exp(module->logit_scale.item<float>());
   d.scoring = "cosine";
+  d.capabilities.classify = d.logit_scale > 0;
   return std::unique_ptr<Model>(new OpenClipModel(*std::move(config), *std::move(tokenizer),
                                                   std::move(module), *placement,
                                                   std::move(d)));
