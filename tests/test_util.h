@@ -1,9 +1,12 @@
-// Small helpers the Catch2 tests share: a file's whole contents, cosine similarity, the
-// device model tests run on.
+// Small helpers the Catch2 tests share: a file's whole contents, a fresh temp directory,
+// cosine similarity, the device model tests run on.
 #pragma once
+
+#include <unistd.h>
 
 #include <cmath>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -23,6 +26,17 @@ inline std::string Slurp(const std::string& path) {
   std::ostringstream s;
   s << in.rdbuf();
   return s.str();
+}
+
+// A fresh empty directory under the system's temp directory, named after `name` and this
+// process (so parallel test processes never share one).
+inline std::string FreshTempDir(const std::string& name) {
+  const std::filesystem::path dir =
+      std::filesystem::temp_directory_path() /
+      ("embedserve_test_" + name + "_" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  return dir.string();
 }
 
 // Cosine of two equally long vectors, accumulated in double.

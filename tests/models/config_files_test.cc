@@ -13,6 +13,7 @@
 #include "server/model_loader.h"
 #include "server/models/config_json.h"
 #include "server/models/openclip/openclip_model.h"
+#include "tests/test_util.h"
 
 namespace fs = std::filesystem;
 using embedserve::models::config_json::kMaxConfigBytes;
@@ -23,11 +24,7 @@ namespace {
 const std::string kRefModel = std::string(EMBEDSERVE_TEST_DATA) + "/openclip-reference/model";
 
 fs::path TempDir(const std::string& name) {
-  fs::path dir = fs::temp_directory_path() /
-                 ("config_files_test_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir;
+  return embedserve::testing::FreshTempDir("config_files_" + name);
 }
 
 }  // namespace

@@ -412,6 +412,24 @@ def test_retries_with_backoff_and_metadata():
         fake.stop()
 
 
+def models_from_a_server_started_late(client, sock, delay):
+    """client.models() while the server on `sock` starts `delay` seconds later."""
+    holder = {}
+
+    def start_late():
+        time.sleep(delay)
+        holder["server"] = Server(socket_path=sock, wait=False, model=False)
+
+    t = threading.Thread(target=start_late)
+    t.start()
+    try:
+        return client.models()
+    finally:
+        client.close()
+        t.join()
+        assert holder["server"].stop() == 0
+
+
 def test_retry_unavailable_until_the_server_starts():
     tmp = tempfile.mkdtemp(prefix="embedserve-late-")
     sock = os.path.join(tmp, "late.sock")
@@ -420,20 +438,7 @@ def test_retry_unavailable_until_the_server_starts():
         c0.models()
     assert err.value.code == grpc.StatusCode.UNAVAILABLE
     c = embedserve.Client("unix:" + sock, retries=12, timeout=30)
-    holder = {}
-
-    def start_late():
-        time.sleep(0.7)
-        holder["server"] = Server(socket_path=sock, wait=False, model=False)
-
-    t = threading.Thread(target=start_late)
-    t.start()
-    try:
-        assert c.models() == []
-    finally:
-        c.close()
-        t.join()
-        assert holder["server"].stop() == 0
+    assert models_from_a_server_started_late(c, sock, 0.7) == []
 
 
 def test_one_retry_waits_for_a_server_that_starts_late():
@@ -444,25 +449,13 @@ def test_one_retry_waits_for_a_server_that_starts_late():
     tmp = tempfile.mkdtemp(prefix="embedserve-late1-")
     sock = os.path.join(tmp, "late.sock")
     c = embedserve.Client("unix:" + sock, retries=1, timeout=60)
-    holder = {}
-
-    def start_late():
-        time.sleep(2.0)
-        holder["server"] = Server(socket_path=sock, wait=False, model=False)
-
-    t = threading.Thread(target=start_late)
-    t.start()
-    try:
-        assert c.models() == []
-    finally:
-        c.close()
-        t.join()
-        assert holder["server"].stop() == 0
+    assert models_from_a_server_started_late(c, sock, 2.0) == []
 
 
 def test_the_server_answers_http2_from_the_moment_its_socket_exists():
     # The server side of a late start: the first connection the socket accepts (made while
-    # the model is still loading) gets the server's HTTP/2 SETTINGS frame, not silence. The 30 s socket timeout only keeps a broken server from hanging the test.
+    # the model is still loading) gets the server's HTTP/2 SETTINGS frame, not silence. The
+    # 30 s socket timeout only keeps a broken server from hanging the test.
     import socket as socket_module
     tmp = tempfile.mkdtemp(prefix="embedserve-h2-")
     sock = os.path.join(tmp, "h2.sock")

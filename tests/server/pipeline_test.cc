@@ -273,16 +273,32 @@ TEST_CASE("a call past its deadline or cancelled is dropped before it costs comp
   CHECK(h.model->batch_sizes.empty());
 }
 
-TEST_CASE("a bad item fails only its own call, and a failed forward fails only its batch") {
+namespace {
+
+// Up to 16 items a batch, after at most 50 ms.
+BatchPolicy SixteenPerBatch() {
   BatchPolicy policy;
   policy.max_batch_size = 16;
   policy.max_queue_delay = absl::Milliseconds(50);
-  Harness h(policy);
+  return policy;
+}
+
+// Submits a good call and another one together (so they may share a batch), and waits for
+// both answers.
+void SubmitBesideAGoodCall(Harness& h, std::vector<std::string> texts, Outcome* good,
+                           Outcome* other) {
+  h.pipeline->Submit(h.entry, MakeCall({"1", "2"}, good));
+  h.pipeline->Submit(h.entry, MakeCall(std::move(texts), other));
+  REQUIRE(good->done.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  REQUIRE(other->done.WaitForNotificationWithTimeout(absl::Seconds(10)));
+}
+
+}  // namespace
+
+TEST_CASE("a bad item fails only its own call, and a failed forward fails only its batch") {
+  Harness h(SixteenPerBatch());
   Outcome good, bad;
-  h.pipeline->Submit(h.entry, MakeCall({"1", "2"}, &good));
-  h.pipeline->Submit(h.entry, MakeCall({"3", "bad"}, &bad));
-  REQUIRE(good.done.WaitForNotificationWithTimeout(absl::Seconds(10)));
-  REQUIRE(bad.done.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  SubmitBesideAGoodCall(h, {"3", "bad"}, &good, &bad);
   CHECK(good.status.ok());
   CHECK(bad.status.code() == absl::StatusCode::kInvalidArgument);
   CHECK_THAT(std::string(bad.status.message()), Catch::Contains("inputs[1]"));
@@ -298,15 +314,9 @@ TEST_CASE("a bad item fails only its own call, and a failed forward fails only i
 }
 
 TEST_CASE("a non-finite output fails its own call with INTERNAL, never OK") {
-  BatchPolicy policy;
-  policy.max_batch_size = 16;
-  policy.max_queue_delay = absl::Milliseconds(50);
-  Harness h(policy);
+  Harness h(SixteenPerBatch());
   Outcome good, poisoned;
-  h.pipeline->Submit(h.entry, MakeCall({"1", "2"}, &good));
-  h.pipeline->Submit(h.entry, MakeCall({"3", "nan"}, &poisoned));
-  REQUIRE(good.done.WaitForNotificationWithTimeout(absl::Seconds(10)));
-  REQUIRE(poisoned.done.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  SubmitBesideAGoodCall(h, {"3", "nan"}, &good, &poisoned);
   CHECK(good.status.ok());
   CHECK(poisoned.status.code() == absl::StatusCode::kInternal);
   CHECK_THAT(std::string(poisoned.status.message()),
