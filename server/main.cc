@@ -275,10 +275,8 @@ int Run(int argc, char** argv) {
   // A plain directory passes through; hf:ORG/REPO[@REV] is found in (or downloaded into)
   // the Hugging Face hub cache.
   hooks.resolve = [](const std::string& spec) { return sources::ResolveModelSource(spec); };
-  hooks.estimate = [dtype = f.dtype, device = settings.device](
-                       const std::string& dir) -> absl::StatusOr<int64_t> {
-    absl::StatusOr<std::string> family = DetectFamily(dir);
-    if (!family.ok()) return family.status();
+  // EstimateModelBytes detects the family itself (its error when `dir` is no family's).
+  hooks.estimate = [dtype = f.dtype, device = settings.device](const std::string& dir) {
     return EstimateModelBytes(dir, dtype, device);
   };
   hooks.load = [settings](const std::string& dir) { return LoadModel(dir, settings); };
@@ -331,8 +329,7 @@ int Run(int argc, char** argv) {
   config.max_concurrent_per_client = f.max_concurrent_per_client;
   // One gate admits every call (bearer token, per-client limit) and accounts for it (metrics, access log).
   std::unique_ptr<rpc::CallGate> gate = rpc::Server::MakeGate(config);
-  gate->SetServedModels(
-      [&pipeline](const std::string& name) { return pipeline.Snapshot(name).ok(); });
+  gate->SetServedModels([&pipeline](const std::string& name) { return pipeline.Holds(name); });
   std::vector<rpc::ServiceEntry> services;
   services.push_back({"embedserve.v1.EmbedService",
                       std::make_unique<rpc::EmbedServiceImpl>(&pipeline, config.limits, gate.get())});

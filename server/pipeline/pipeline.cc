@@ -161,6 +161,11 @@ std::vector<ModelSnapshot> Pipeline::Models() const {
   return out;
 }
 
+bool Pipeline::Holds(absl::string_view name) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return Find(name) != nullptr;
+}
+
 absl::StatusOr<ModelSnapshot> Pipeline::Snapshot(absl::string_view name) const {
   std::lock_guard<std::mutex> lock(mu_);
   if (const Entry* entry = Find(name)) return SnapshotOf(*entry);

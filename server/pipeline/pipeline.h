@@ -111,6 +111,8 @@ class Pipeline {
   void Publish(std::shared_ptr<ServingModel> version, std::string source);
   // The state of `name` (NOT_FOUND if unknown) and its source.
   absl::StatusOr<ModelSnapshot> Snapshot(absl::string_view name) const;
+  // True if `name` is one of the pipeline's models (in any state). Cheap: no copy.
+  bool Holds(absl::string_view name) const;
 
   // Loading failed; calls answer UNAVAILABLE (UNIMPLEMENTED if `why` is UNIMPLEMENTED).
   void SetFailed(absl::string_view name, const absl::Status& why);

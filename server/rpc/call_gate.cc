@@ -41,8 +41,7 @@ bool CallGate::Authenticated(const grpc::ServerContextBase& context) const {
 }
 
 absl::Status CallGate::Begin(const grpc::ServerContextBase& context, std::string method,
-                                std::string model, int items, Ticket* ticket,
-                                ClientLimit limit) {
+                             std::string model, int items, Ticket* ticket, ClientLimit limit) {
   ticket->method = std::move(method);
   ticket->model = std::move(model);
   ticket->items = items;
@@ -62,7 +61,7 @@ absl::Status CallGate::Begin(const grpc::ServerContextBase& context, std::string
   if (count >= max_per_client_) {
     if (count == 0) in_flight_.erase(ticket->client);
     return absl::ResourceExhaustedError(absl::StrCat(
-        "client '", ticket->client, "' already has ", max_per_client_,
+        "client '", Abbreviate(ticket->client, kMaxLoggedName), "' already has ", max_per_client_,
         " calls in flight (--max-concurrent-per-client); retry with backoff"));
   }
   ++count;

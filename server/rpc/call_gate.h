@@ -56,8 +56,8 @@ class CallGate {
     is_served_ = std::move(is_served);
   }
 
-  // The longest model name or client id written to the access log (longer ones are
-  // abbreviated, with their length).
+  // The longest model name or client id written to the access log or repeated in a status
+  // message (longer ones are abbreviated, with their length).
   static constexpr size_t kMaxLoggedName = 128;
 
  private:
