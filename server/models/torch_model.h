@@ -4,7 +4,6 @@
 // for Tokenize. Included only by model implementation files.
 #pragma once
 
-#include <functional>
 #include <string>
 #include <vector>
 

@@ -1,14 +1,10 @@
 // The AdminService handlers: each call runs the lifecycle change on its own thread.
 #include "server/rpc/admin_service.h"
 
-#include <algorithm>
-#include <atomic>
 #include <mutex>
 #include <optional>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
-#include "common/log.h"
 #include "common/status.h"
 #include "server/rpc/model_service.h"
 

@@ -18,13 +18,10 @@ namespace {
 using nlohmann::json;
 
 using config_json::Bad;
+using config_json::FieldPath;
 using config_json::ReadDouble;
 using config_json::ReadInt;
 using config_json::ReadString;
-
-std::string Join(const std::string& where, const char* key) {
-  return config_json::FieldPath(where, key);
-}
 
 // A field accepted only at its neutral value (absent, null, false, empty).
 absl::Status RequireNeutral(const json& obj, const char* key, const std::string& source,
@@ -35,7 +32,7 @@ absl::Status RequireNeutral(const json& obj, const char* key, const std::string&
       ((v.is_object() || v.is_array()) && v.empty())) {
     return absl::OkStatus();
   }
-  return Bad(source, Join(where, key),
+  return Bad(source, FieldPath(where, key),
              absl::StrCat("value ", v.dump(), " is not supported by the native ColPali (", what,
                           ")"));
 }
@@ -50,7 +47,7 @@ absl::Status ParseVision(const json& v, const std::string& source, const std::st
   std::string model_type = "siglip_vision_model";
   if (auto s = ReadString(v, "model_type", source, where, &model_type); !s.ok()) return s;
   if (model_type != "siglip_vision_model") {
-    return Bad(source, Join(where, "model_type"),
+    return Bad(source, FieldPath(where, "model_type"),
                "'" + model_type + "' is not supported (the native ColPali runs a SigLIP "
                "vision tower, siglip_vision_model)");
   }
@@ -64,17 +61,17 @@ absl::Status ParseVision(const json& v, const std::string& source, const std::st
   if (auto s = ReadString(v, "hidden_act", source, where, &c->hidden_act); !s.ok()) return s;
   int channels = 3;
   if (auto s = ReadInt(v, "num_channels", source, where, 1, &channels); !s.ok()) return s;
-  if (channels != 3) return Bad(source, Join(where, "num_channels"), "only 3 (RGB) is supported");
+  if (channels != 3) return Bad(source, FieldPath(where, "num_channels"), "only 3 (RGB) is supported");
   if (!KnownGelu(c->hidden_act)) {
-    return Bad(source, Join(where, "hidden_act"),
+    return Bad(source, FieldPath(where, "hidden_act"),
                "'" + c->hidden_act + "' is not supported (gelu_pytorch_tanh, gelu_new, gelu_fast, gelu)");
   }
   if (c->hidden_size % c->num_attention_heads != 0) {
-    return Bad(source, Join(where, "num_attention_heads"),
+    return Bad(source, FieldPath(where, "num_attention_heads"),
                absl::StrCat(c->num_attention_heads, " does not divide hidden_size ", c->hidden_size));
   }
   if (c->image_size % c->patch_size != 0) {
-    return Bad(source, Join(where, "patch_size"),
+    return Bad(source, FieldPath(where, "patch_size"),
                absl::StrCat(c->patch_size, " does not divide image_size ", c->image_size));
   }
   return absl::OkStatus();
@@ -86,7 +83,7 @@ absl::Status ParseText(const json& t, const std::string& source, const std::stri
   std::string model_type = "gemma";
   if (auto s = ReadString(t, "model_type", source, where, &model_type); !s.ok()) return s;
   if (model_type != "gemma") {
-    return Bad(source, Join(where, "model_type"),
+    return Bad(source, FieldPath(where, "model_type"),
                "'" + model_type + "' is not supported (the native ColPali runs a Gemma text "
                "model; PaliGemma 2's gemma2 is not implemented)");
   }
@@ -104,7 +101,7 @@ absl::Status ParseText(const json& t, const std::string& source, const std::stri
   // Gemma uses hidden_activation; a null one means gelu_pytorch_tanh (hidden_act is legacy).
   if (auto s = ReadString(t, "hidden_activation", source, where, &c->hidden_activation); !s.ok()) return s;
   if (!KnownGelu(c->hidden_activation)) {
-    return Bad(source, Join(where, "hidden_activation"),
+    return Bad(source, FieldPath(where, "hidden_activation"),
                "'" + c->hidden_activation +
                    "' is not supported (gelu_pytorch_tanh, gelu_new, gelu_fast, gelu)");
   }
@@ -113,9 +110,9 @@ absl::Status ParseText(const json& t, const std::string& source, const std::stri
   if (auto s = RequireNeutral(t, "final_logit_softcapping", source, where, "Gemma 2 feature"); !s.ok()) return s;
   if (auto s = RequireNeutral(t, "attn_logit_softcapping", source, where, "Gemma 2 feature"); !s.ok()) return s;
   if (auto s = RequireNeutral(t, "sliding_window", source, where, "Gemma 2 feature"); !s.ok()) return s;
-  if (c->head_dim % 2 != 0) return Bad(source, Join(where, "head_dim"), "must be even for RoPE");
+  if (c->head_dim % 2 != 0) return Bad(source, FieldPath(where, "head_dim"), "must be even for RoPE");
   if (c->num_attention_heads % c->num_key_value_heads != 0) {
-    return Bad(source, Join(where, "num_key_value_heads"),
+    return Bad(source, FieldPath(where, "num_key_value_heads"),
                absl::StrCat(c->num_key_value_heads, " does not divide num_attention_heads ",
                             c->num_attention_heads));
   }

@@ -5,9 +5,7 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <map>
-#include <sstream>
 
 #include <ATen/ATen.h>
 #include <c10/core/InferenceMode.h>
@@ -18,7 +16,6 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "server/image/resize.h"
-#include "server/image/decode.h"
 #include "server/models/colpali/colpali_modules.h"
 #include "server/models/colpali/colpali_tokenizer.h"
 #include "server/models/config_json.h"

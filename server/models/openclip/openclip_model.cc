@@ -4,8 +4,6 @@
 
 #include <cmath>
 #include <filesystem>
-#include <fstream>
-#include <map>
 
 #include <ATen/ATen.h>
 #include <c10/core/InferenceMode.h>
@@ -14,7 +12,6 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "server/image/clip_preprocess.h"
-#include "server/image/decode.h"
 #include "server/models/openclip/openclip_modules.h"
 #include "server/weights/safetensors.h"
 #include "server/models/torch_model.h"
