@@ -16,12 +16,30 @@
 
 namespace embedserve::models {
 
+// The kinds of input a model takes. Each is a lane of the pipeline (its own batch queue):
+// texts and images are embedded; a pair (a query and a document, for a cross-encoder) is
+// scored as one sequence.
+enum class Modality { kText, kImage, kPair };
+inline constexpr int kModalityCount = 3;
+inline constexpr Modality kModalities[kModalityCount] = {Modality::kText, Modality::kImage,
+                                                         Modality::kPair};
+// "text", "image", "pair": metric labels and messages.
+inline const char* ModalityName(Modality modality) {
+  switch (modality) {
+    case Modality::kText: return "text";
+    case Modality::kImage: return "image";
+    case Modality::kPair: return "pair";
+  }
+  return "unknown";
+}
+
 // What a loaded model is, as reported by the Models RPC and used for validation.
 struct ModelDescription {
-  std::string family;            // "openclip", "colpali"
+  std::string family;            // "openclip", "colpali", "cross_encoder"
   std::string architecture;      // e.g. "ViT-B-32" or "ColPali"; informative
   bool accepts_text = false;
   bool accepts_image = false;
+  bool accepts_pairs = false;    // scores (query, document) pairs (a cross-encoder)
   int embedding_dim = 0;
   bool multi_vector = false;     // true: each input yields [tokens x dim]
   int context_length = 0;        // max tokens per text (after special tokens)
@@ -31,7 +49,7 @@ struct ModelDescription {
   std::string device;            // "cpu", "cuda:0", "mps"
   bool outputs_normalized = false;  // true if the model already L2-normalizes every row
   float logit_scale = 0.f;       // exp()'d CLIP logit scale; 0 if the family has none
-  std::string scoring;           // "cosine" (CLIP), "maxsim" (ColPali)
+  std::string scoring;           // "cosine" (CLIP), "maxsim" (ColPali), "cross_encoder"
   // What the model can be asked for beyond embedding the modalities it accepts, declared by
   // its family rather than guessed from other fields.
   struct Capabilities {
@@ -39,12 +57,26 @@ struct ModelDescription {
     bool classify = false;
   };
   Capabilities capabilities;
+
+  // Whether the model has a lane for `modality`.
+  bool Accepts(Modality modality) const {
+    switch (modality) {
+      case Modality::kText: return accepts_text;
+      case Modality::kImage: return accepts_image;
+      case Modality::kPair: return accepts_pairs;
+    }
+    return false;
+  }
 };
 
-// A text after tokenization, ready for the device. Built on CPU threads.
+// A text (or a pair of texts joined by the tokenizer's pair template) after tokenization,
+// ready for the device. Built on CPU threads.
 struct TextInput {
   std::vector<int32_t> token_ids;  // special tokens included, no padding
-  bool truncated = false;          // true if the text was cut to context_length
+  bool truncated = false;          // true if the text (a pair: either text) was cut
+  // A pair: the index of the first token of the second segment (the template's tokens from
+  // there on belong to it; BERT gives them token type 1). 0 for a single text.
+  int32_t second_segment_start = 0;
 };
 
 // An image after decode + preprocessing, ready for the device: float32, CHW,
@@ -133,6 +165,21 @@ class Model {
   virtual absl::StatusOr<std::vector<Embedding>> EmbedImages(
       absl::Span<const ImageInput* const> images) = 0;
 
+  // Pairs (description().accepts_pairs): a query and a document tokenized as one sequence
+  // with the family's pair template and truncation rule (CPU-only, const, thread-safe, as
+  // PrepareText; with `truncate` false, a pair over the length limit is INVALID_ARGUMENT).
+  // LaunchPairs scores them: one Embedding per pair, rows 1 and dim 1, holding the raw
+  // score (a cross-encoder's logit). The defaults are UNIMPLEMENTED.
+  virtual absl::StatusOr<TextInput> PreparePair(absl::string_view query,
+                                                absl::string_view document,
+                                                bool truncate) const {
+    (void)query;
+    (void)document;
+    (void)truncate;
+    return absl::UnimplementedError("this model family does not score pairs");
+  }
+  virtual std::unique_ptr<PendingBatch> LaunchPairs(absl::Span<const TextInput* const> pairs);
+
   // Late-interaction scores on the model's device: for each document, for each query row the
   // best dot product over the document's rows, summed over query rows (pipeline::MaxSim's
   // definition, computed in float32). Returns one score per document, in order. Called only
@@ -159,6 +206,12 @@ class Model {
     return std::make_unique<FinishedBatch>(EmbedImages(images));
   }
 };
+
+inline std::unique_ptr<PendingBatch> Model::LaunchPairs(absl::Span<const TextInput* const> pairs) {
+  (void)pairs;
+  return std::make_unique<FinishedBatch>(
+      absl::UnimplementedError("this model family does not score pairs"));
+}
 
 // A model whose forwards are natively two-phase (both libtorch families): EmbedTexts and
 // EmbedImages launch and wait, so a family writes each forward once, as Launch*.

@@ -11,9 +11,6 @@
 
 namespace embedserve::pipeline {
 
-const char* ModalityName(Modality modality) {
-  return modality == Modality::kText ? "text" : "image";
-}
 
 struct DeviceExecutor::Queue {
   Queue(std::shared_ptr<models::Model> m, const std::string& name, Modality mod,
@@ -258,16 +255,17 @@ DeviceExecutor::Launched DeviceExecutor::Launch(Queue& queue, std::vector<Queued
     item.call->NoteQueueTime(launched.start - item.enqueued);
     queue.queue_wait->Observe(absl::ToDoubleSeconds(launched.start - item.enqueued));
   }
-  if (queue.modality == Modality::kText) {
-    std::vector<const models::TextInput*> inputs;
-    inputs.reserve(batch.size());
-    for (QueuedItem& item : batch) inputs.push_back(&item.call->text(item.index));
-    launched.pending = queue.model->LaunchTexts(inputs);
-  } else {
+  if (queue.modality == Modality::kImage) {
     std::vector<const models::ImageInput*> inputs;
     inputs.reserve(batch.size());
     for (QueuedItem& item : batch) inputs.push_back(&item.call->image(item.index));
     launched.pending = queue.model->LaunchImages(inputs);
+  } else {  // texts, and pairs (tokenized as one sequence each)
+    std::vector<const models::TextInput*> inputs;
+    inputs.reserve(batch.size());
+    for (QueuedItem& item : batch) inputs.push_back(&item.call->text(item.index));
+    launched.pending = queue.modality == Modality::kText ? queue.model->LaunchTexts(inputs)
+                                                         : queue.model->LaunchPairs(inputs);
   }
   launched.batch = std::move(batch);
   return launched;

@@ -18,7 +18,7 @@
 
 namespace embedserve::pipeline {
 
-enum class Modality { kText, kImage };
+using models::Modality;
 
 struct CallInput {
   Modality modality = Modality::kText;
