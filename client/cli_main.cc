@@ -109,6 +109,9 @@ int Run(int argc, char** argv) {
   rerank->add_option("--text,-t", inputs.texts, "A candidate text (repeatable)");
   rerank->add_option("--image,-i", inputs.images, "A candidate image file (repeatable)");
   rerank->add_option("--top-k", top_k, "Results to return (0: all)");
+  bool sigmoid = false;
+  rerank->add_flag("--sigmoid", sigmoid,
+                   "Cross-encoders: map each logit through the sigmoid into (0, 1)");
 
   auto* classify = app.add_subcommand("classify", "Zero-shot classification over labels");
   std::vector<std::string> labels;
@@ -271,11 +274,17 @@ int Run(int argc, char** argv) {
     absl::Status added = AddInputs(inputs, request.mutable_candidates());
     if (!added.ok()) return Fail(added);
     if (top_k > 0) request.set_top_k(top_k);
+    if (sigmoid) request.set_sigmoid(true);
     auto response = client->Rerank(request);
     if (!response.ok()) return Fail(response.status());
     for (const v1::RerankResult& r : response->results()) {
-      if (as_json) std::cout << json{{"index", r.index()}, {"score", r.score()}}.dump() << "\n";
-      else std::cout << r.index() << "\t" << r.score() << "\n";
+      if (as_json) {
+        std::cout << json{{"index", r.index()}, {"score", r.score()}, {"truncated", r.truncated()}}
+                         .dump()
+                  << "\n";
+      } else {
+        std::cout << r.index() << "\t" << r.score() << (r.truncated() ? "\ttruncated" : "") << "\n";
+      }
     }
     return 0;
   }

@@ -145,7 +145,7 @@ int Run(int argc, char** argv) {
       ->envname("EMBEDSERVE_MAX_QUEUE_DELAY_US")->check(CLI::Range(0, 10000000))->capture_default_str();
   app.add_option("--queue-capacity", f.queue_capacity, "Most items waiting per model and modality; beyond it RESOURCE_EXHAUSTED")
       ->envname("EMBEDSERVE_QUEUE_CAPACITY")->check(CLI::Range(1, 1 << 24))->capture_default_str();
-  app.add_option("--max-batch-tokens", f.max_batch_tokens, "Most padded text tokens per batch (0: no budget)")
+  app.add_option("--max-batch-tokens", f.max_batch_tokens, "Most padded text (or pair) tokens per batch (0: no budget)")
       ->envname("EMBEDSERVE_MAX_BATCH_TOKENS")->check(CLI::Range(0, 1 << 30))->capture_default_str();
   app.add_option("--max-message-bytes", f.max_message_bytes, "Largest request or response message")
       ->envname("EMBEDSERVE_MAX_MESSAGE_BYTES")->check(CLI::Range(1024, 1 << 30))->capture_default_str();
@@ -249,13 +249,15 @@ int Run(int argc, char** argv) {
   options.preprocess_queue = f.preprocess_queue;
   options.image_limits.max_pixels = f.max_image_pixels;
   options.image_limits.max_bytes = f.max_image_bytes;
-  for (pipeline::BatchPolicy* policy : {&options.text_policy, &options.image_policy}) {
+  for (pipeline::BatchPolicy* policy :
+       {&options.text_policy, &options.image_policy, &options.pair_policy}) {
     policy->max_batch_size = f.max_batch_size;
     policy->max_queue_delay = absl::Microseconds(f.max_queue_delay_us);
     policy->incoming_wait_fraction = f.batch_wait_fraction;
     policy->queue_capacity = f.queue_capacity;
   }
   options.text_policy.max_batch_tokens = f.max_batch_tokens;
+  options.pair_policy.max_batch_tokens = f.max_batch_tokens;
   pipeline::Pipeline pipeline(options);
   for (const ModelArg& m : model_args) pipeline.AddLoading(m.name, m.dir);
 

@@ -22,8 +22,10 @@ using models::Modality;
 
 struct CallInput {
   Modality modality = Modality::kText;
-  std::string data;   // UTF-8 text or encoded image bytes (owned: the call may outlive the RPC)
+  std::string data;   // UTF-8 text, a pair's query, or encoded image bytes (owned: the call
+                      // may outlive the RPC)
   std::string field;  // where it came from in the request, e.g. "inputs[3]", for errors
+  std::string second;  // a pair's document (UTF-8); empty otherwise
 };
 
 struct CallTimings {

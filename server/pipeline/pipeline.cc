@@ -18,6 +18,15 @@ namespace {
 constexpr size_t kMaxEchoedName = 200;
 }  // namespace
 
+absl::Status NotAcceptedError(absl::string_view field, absl::string_view model,
+                              Modality modality) {
+  const char* what = modality == Modality::kText    ? "text"
+                     : modality == Modality::kImage ? "images"
+                                                    : "(query, document) pairs";
+  return absl::InvalidArgumentError(
+      absl::StrCat(field, ": model '", model, "' does not accept ", what));
+}
+
 void QueueRetirer::Retire(std::initializer_list<int> queue_ids) {
   std::lock_guard<std::mutex> lock(mu);
   if (executor == nullptr) return;
@@ -27,7 +36,7 @@ void QueueRetirer::Retire(std::initializer_list<int> queue_ids) {
 }
 
 ServingModel::~ServingModel() {
-  if (retirer) retirer->Retire({text_queue, image_queue});
+  if (retirer) retirer->Retire({queues[0], queues[1], queues[2]});
 }
 
 Pipeline::Pipeline(PipelineOptions options)
@@ -80,19 +89,15 @@ std::shared_ptr<ServingModel> Pipeline::PrepareVersion(absl::string_view name,
   version->model = std::move(model);
   version->estimated_bytes = estimated_bytes;
   auto& registry = metrics::Global();
-  for (const char* modality : {"text", "image"}) {
-    metrics::Histogram* histogram = &registry.GetHistogram(
+  for (const Modality modality : models::kModalities) {
+    if (!version->description.Accepts(modality)) continue;
+    const int lane = static_cast<int>(modality);
+    version->preprocess[lane] = &registry.GetHistogram(
         "embedserve_preprocess_seconds", "Decode/resize or tokenization time per item",
-        {{"model", version->name}, {"modality", modality}}, metrics::LatencyBuckets());
-    (modality[0] == 't' ? version->text_preprocess : version->image_preprocess) = histogram;
-  }
-  if (version->description.accepts_text) {
-    version->text_queue = executor_.AddQueue(version->model, version->name, Modality::kText,
-                                             options_.text_policy);
-  }
-  if (version->description.accepts_image) {
-    version->image_queue = executor_.AddQueue(version->model, version->name, Modality::kImage,
-                                              options_.image_policy);
+        {{"model", version->name}, {"modality", models::ModalityName(modality)}},
+        metrics::LatencyBuckets());
+    version->queues[lane] = executor_.AddQueue(version->model, version->name, modality,
+                                               options_.PolicyFor(modality));
   }
   version->retirer = retirer_;
   return version;
@@ -218,15 +223,17 @@ absl::Status Pipeline::Warmup(absl::string_view name) {
 
 absl::Status Pipeline::WarmupVersion(const ServingModel& entry) {
   const std::string& name = entry.name;
-  for (const Modality modality : {Modality::kText, Modality::kImage}) {
+  for (const Modality modality : models::kModalities) {
     const int queue = entry.QueueFor(modality);
     if (queue < 0) continue;
-    const BatchPolicy& policy =
-        modality == Modality::kText ? options_.text_policy : options_.image_policy;
-    models::TextInput text;
-    if (modality == Modality::kText) {
+    const BatchPolicy& policy = options_.PolicyFor(modality);
+    models::TextInput text;  // a text's or a pair's tokens
+    if (modality != Modality::kImage) {
       absl::StatusOr<models::TextInput> prepared =
-          entry.model->PrepareText("a photo of a cat on a sofa", /*truncate=*/true);
+          modality == Modality::kText
+              ? entry.model->PrepareText("a photo of a cat on a sofa", /*truncate=*/true)
+              : entry.model->PreparePair("where does the cat sleep?", "a photo of a cat on a sofa",
+                                         /*truncate=*/true);
       if (!prepared.ok()) return prepared.status();
       text = *std::move(prepared);
     }
@@ -238,8 +245,8 @@ absl::Status Pipeline::WarmupVersion(const ServingModel& entry) {
           absl::InfiniteFuture(),
           [&done](const absl::Status& status, EmbedCall&) { done.set_value(status); });
       for (int i = 0; i < size; ++i) {
-        if (modality == Modality::kText) call->text(i) = text;
-        else call->image(i).pixels.assign(static_cast<size_t>(3) * side * side, 0.f);
+        if (modality == Modality::kImage) call->image(i).pixels.assign(static_cast<size_t>(3) * side * side, 0.f);
+        else call->text(i) = text;
       }
       for (int i = 0; i < size; ++i) {
         absl::Status queued = executor_.Enqueue(
@@ -249,7 +256,7 @@ absl::Status Pipeline::WarmupVersion(const ServingModel& entry) {
       const absl::Status result = done.get_future().get();
       if (!result.ok()) {
         return absl::Status(result.code(), absl::StrCat("warm-up of '", name, "' (",
-                                                        modality == Modality::kText ? "text" : "image",
+                                                        models::ModalityName(modality),
                                                         ", batch ", size, "): ", result.message()));
       }
       if (policy.max_batch_size == 1) break;
@@ -262,9 +269,7 @@ void Pipeline::Submit(std::shared_ptr<ServingModel> model, std::shared_ptr<Embed
   for (int i = 0; i < call->size(); ++i) {
     const CallInput& input = call->input(i);
     if (model->QueueFor(input.modality) < 0) {
-      const bool text = input.modality == Modality::kText;
-      call->Fail(absl::InvalidArgumentError(absl::StrCat(
-          input.field, ": model '", model->name, "' does not accept ", text ? "text" : "images")));
+      call->Fail(NotAcceptedError(input.field, model->name, input.modality));
       return;
     }
   }
@@ -300,24 +305,25 @@ void Pipeline::Prepare(const ServingModel& model, const std::shared_ptr<EmbedCal
   const absl::Time start = absl::Now();
   absl::Status status;
   int cost = 1;
-  if (input.modality == Modality::kText) {
+  if (input.modality == Modality::kImage) {
+    absl::StatusOr<models::ImageInput> prepared =
+        model.model->PrepareImage(input.data, options_.image_limits);
+    if (prepared.ok()) call->image(index) = *std::move(prepared);
+    status = prepared.status();
+  } else {
     absl::StatusOr<models::TextInput> prepared =
-        model.model->PrepareText(input.data, call->truncate());
+        input.modality == Modality::kText
+            ? model.model->PrepareText(input.data, call->truncate())
+            : model.model->PreparePair(input.data, input.second, call->truncate());
     if (prepared.ok()) {
       cost = static_cast<int>(prepared->token_ids.size());
       call->text(index) = *std::move(prepared);
     }
     status = prepared.status();
-  } else {
-    absl::StatusOr<models::ImageInput> prepared =
-        model.model->PrepareImage(input.data, options_.image_limits);
-    if (prepared.ok()) call->image(index) = *std::move(prepared);
-    status = prepared.status();
   }
   const absl::Time end = absl::Now();
   call->AddPreprocessTime(end - start);
-  (input.modality == Modality::kText ? model.text_preprocess : model.image_preprocess)
-      ->Observe(absl::ToDoubleSeconds(end - start));
+  model.preprocess[static_cast<int>(input.modality)]->Observe(absl::ToDoubleSeconds(end - start));
   if (!status.ok()) {
     executor_.AddIncoming(queue, -1);
     call->Fail(absl::Status(status.code(), absl::StrCat(input.field, ": ", status.message())));

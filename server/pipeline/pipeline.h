@@ -3,6 +3,7 @@
 // into the device executor, completing the call when every item is done.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <initializer_list>
 #include <map>
@@ -31,9 +32,24 @@ struct PipelineOptions {
   models::ImageLimits image_limits;
   BatchPolicy text_policy;
   BatchPolicy image_policy;
+  BatchPolicy pair_policy;
+  // The batch policy of `modality`'s lane.
+  const BatchPolicy& PolicyFor(Modality modality) const {
+    switch (modality) {
+      case Modality::kText: return text_policy;
+      case Modality::kImage: return image_policy;
+      case Modality::kPair: return pair_policy;
+    }
+    return text_policy;
+  }
 };
 
 enum class ModelState { kLoading, kReady, kFailed };
+
+// INVALID_ARGUMENT "<field>: model '<model>' does not accept <what modality names>": the one
+// wording of that refusal, for the pipeline and for request validation.
+absl::Status NotAcceptedError(absl::string_view field, absl::string_view model,
+                              Modality modality);
 
 // Shared by the pipeline and every version it made: lets a version retire its batch queues
 // when the last call lets go of it, as long as the pipeline (and its executor) exists.
@@ -62,14 +78,11 @@ struct ServingModel {
   std::shared_ptr<models::Model> model;
   // The memory estimate of the weights (0: unknown), for ModelService.
   int64_t estimated_bytes = 0;
-  int text_queue = -1;
-  int image_queue = -1;
-  // The batch queue of `modality`'s inputs; -1 if the model does not accept them.
-  int QueueFor(Modality modality) const {
-    return modality == Modality::kText ? text_queue : image_queue;
-  }
-  metrics::Histogram* text_preprocess = nullptr;
-  metrics::Histogram* image_preprocess = nullptr;
+  // The lanes, indexed by modality: each accepted modality's batch queue (-1 for one the
+  // model does not accept) and preprocessing-time histogram.
+  std::array<int, models::kModalityCount> queues = {-1, -1, -1};
+  std::array<metrics::Histogram*, models::kModalityCount> preprocess = {};
+  int QueueFor(Modality modality) const { return queues[static_cast<int>(modality)]; }
   std::shared_ptr<QueueRetirer> retirer;
 };
 

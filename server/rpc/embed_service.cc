@@ -10,13 +10,13 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_replace.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/status.h"
 #include "common/tensor_codec.h"
-#include "server/pipeline/scoring.h"
+#include "server/pipeline/ranking.h"
 #include "server/rpc/request_codec.h"
+#include "server/rpc/request_validation.h"
 
 namespace embedserve::rpc {
 namespace {
@@ -83,6 +83,32 @@ class UnaryCallReactor : public grpc::ServerUnaryReactor {
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
 };
 
+// The preamble every unary RPC shares: the gate admits the call (auth, per-client limits,
+// metrics, access log), then the model's ready version is found. When either fails, the
+// reactor has already finished with the error and `model` is null.
+struct Admission {
+  UnaryCallReactor* reactor;
+  ModelRef model;
+};
+Admission Admit(CallGate* gate, pipeline::Pipeline* pipeline,
+                const grpc::CallbackServerContext& context, const char* method,
+                const std::string& model_name, int items) {
+  auto* reactor = new UnaryCallReactor(gate, context, method, model_name, items);
+  if (!reactor->admitted()) return {reactor, nullptr};
+  absl::StatusOr<ModelRef> found = pipeline->FindReady(model_name);
+  if (!found.ok()) {
+    reactor->FinishWith(found.status());
+    return {reactor, nullptr};
+  }
+  return {reactor, *std::move(found)};
+}
+
+TargetModel Target(const ServingModel& model) { return {model.name, model.description}; }
+
+pipeline::CallHook AttachTo(UnaryCallReactor* reactor) {
+  return [reactor](const std::shared_ptr<EmbedCall>& call) { reactor->Attach(call); };
+}
+
 int TokenCount(EmbedCall& call, int i, const models::ModelDescription& model) {
   if (call.input(i).modality == pipeline::Modality::kText) {
     return static_cast<int>(call.text(i).token_ids.size());
@@ -101,43 +127,6 @@ void WriteEmbeddings(EmbedCall& call, const models::ModelDescription& model,
         call.input(i).modality == pipeline::Modality::kText && call.text(i).truncated;
     EncodeEmbedding(call.mutable_results()[i], model, options, truncated, tokens, out->Add());
   }
-}
-
-// A matrix of unit rows: a model output or a decoded precomputed embedding.
-struct Rows {
-  std::vector<float> values;
-  int rows = 0;
-  int dim = 0;
-  pipeline::MatrixView view() const { return {values.data(), rows, dim}; }
-};
-
-Rows ToRows(models::Embedding embedding) {
-  Rows rows{std::move(embedding.values), embedding.rows, embedding.dim};
-  pipeline::NormalizeRows(rows.values.data(), rows.rows, rows.dim);
-  return rows;
-}
-
-absl::StatusOr<Rows> DecodeCandidateEmbedding(const v1::Tensor& tensor, const std::string& field,
-                                              const models::ModelDescription& model) {
-  absl::StatusOr<DecodedTensor> decoded = DecodeTensor(tensor);
-  if (!decoded.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat(field, ".embedding: ", decoded.status().message()));
-  }
-  const int64_t dim = decoded->shape.back();
-  const int64_t rows = decoded->shape.size() == 2 ? decoded->shape[0] : 1;
-  if (dim != model.embedding_dim) {
-    return absl::InvalidArgumentError(absl::StrCat(field, ".embedding: dimension ", dim,
-                                                   " does not match the model's ",
-                                                   model.embedding_dim));
-  }
-  if (!model.multi_vector && rows != 1) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        field, ".embedding: shape [", rows, ", ", dim, "] is a multi-vector; model '",
-        model.architecture, "' scores single vectors [", model.embedding_dim, "]"));
-  }
-  Rows out{std::move(decoded->values), static_cast<int>(rows), static_cast<int>(dim)};
-  pipeline::NormalizeRows(out.values.data(), out.rows, out.dim);
-  return out;
 }
 
 // Bidirectional bulk embedding: reads up to `window` messages ahead, answers in order,
@@ -214,27 +203,21 @@ class EmbedStreamReactor
 
   // Reads request_ (valid until the next StartRead, which only Step() issues after this).
   void SubmitMessage(const std::shared_ptr<Slot>& slot) {
-    absl::Status status;
-    ModelRef entry;
-    absl::StatusOr<OutputOptions> options = ResolveOptions(request_.options());
-    absl::StatusOr<std::vector<CallInput>> inputs;
     absl::StatusOr<ModelRef> found = pipeline_->FindReady(request_.model());
     if (!found.ok()) {
-      status = found.status();
-    } else if (!options.ok()) {
-      status = options.status();
-    } else {
-      entry = *found;
-      inputs = ToCallInputs(request_.inputs(), "inputs", limits_);
-      status = inputs.status();
-    }
-    if (!status.ok()) {
-      CompleteSlot(slot, status, nullptr, nullptr, {});
+      CompleteSlot(slot, found.status(), nullptr, nullptr, {});
       return;
     }
+    absl::StatusOr<ValidEmbed> valid =
+        ValidateEmbed(Target(**found), request_.inputs(), request_.options(), limits_);
+    if (!valid.ok()) {
+      CompleteSlot(slot, valid.status(), nullptr, nullptr, {});
+      return;
+    }
+    ModelRef entry = *found;
     auto call = std::make_shared<EmbedCall>(
-        std::move(*inputs), options->truncate, DeadlineOf(context_),
-        [this, slot, entry, opts = *options](const absl::Status& s, EmbedCall& c) {
+        std::move(valid->inputs), valid->options.truncate, DeadlineOf(context_),
+        [this, slot, entry, opts = valid->options](const absl::Status& s, EmbedCall& c) {
           CompleteSlot(slot, s, entry, &c, opts);
         });
     {
@@ -327,20 +310,16 @@ class EmbedStreamReactor
 grpc::ServerUnaryReactor* EmbedServiceImpl::Embed(grpc::CallbackServerContext* context,
                                                   const v1::EmbedRequest* request,
                                                   v1::EmbedResponse* response) {
-  auto* reactor = new UnaryCallReactor(gate_, *context, "Embed", request->model(), request->inputs_size());
-  if (!reactor->admitted()) return reactor;
-  absl::StatusOr<ModelRef> entry = pipeline_->FindReady(request->model());
-  if (!entry.ok()) return reactor->FinishNow(entry.status());
-  absl::StatusOr<OutputOptions> options = ResolveOptions(request->options());
-  if (!options.ok()) return reactor->FinishNow(options.status());
-  absl::StatusOr<std::vector<CallInput>> inputs =
-      ToCallInputs(request->inputs(), "inputs", limits_);
-  if (!inputs.ok()) return reactor->FinishNow(inputs.status());
-
-  ModelRef model = *entry;
+  auto [reactor, model] = Admit(gate_, pipeline_, *context, "Embed", request->model(),
+                                request->inputs_size());
+  if (!model) return reactor;
+  absl::StatusOr<ValidEmbed> valid =
+      ValidateEmbed(Target(*model), request->inputs(), request->options(), limits_);
+  if (!valid.ok()) return reactor->FinishNow(valid.status());
   auto call = std::make_shared<EmbedCall>(
-      std::move(*inputs), options->truncate, DeadlineOf(context),
-      [reactor, response, model, opts = *options](const absl::Status& status, EmbedCall& c) {
+      std::move(valid->inputs), valid->options.truncate, DeadlineOf(context),
+      [reactor = reactor, response, model = model, opts = valid->options](
+          const absl::Status& status, EmbedCall& c) {
         if (!status.ok()) {
           reactor->FinishWith(status);
           return;
@@ -363,224 +342,82 @@ EmbedServiceImpl::EmbedStream(grpc::CallbackServerContext* context) {
 grpc::ServerUnaryReactor* EmbedServiceImpl::Rerank(grpc::CallbackServerContext* context,
                                                    const v1::RerankRequest* request,
                                                    v1::RerankResponse* response) {
-  auto* reactor = new UnaryCallReactor(gate_, *context, "Rerank", request->model(), request->candidates_size() + 1);
-  if (!reactor->admitted()) return reactor;
-  absl::StatusOr<ModelRef> entry = pipeline_->FindReady(request->model());
-  if (!entry.ok()) return reactor->FinishNow(entry.status());
-  ModelRef model = *entry;
-  const models::ModelDescription& description = model->description;
-  const int n = request->candidates_size();
-  if (n == 0) {
-    return reactor->FinishNow(absl::InvalidArgumentError("candidates: empty; send at least one candidate"));
-  }
-  if (n > limits_.max_inputs) {
-    return reactor->FinishNow(absl::InvalidArgumentError(absl::StrCat(
-        "candidates: ", n, " candidates, over the limit of ", limits_.max_inputs,
-        " (--max-inputs)")));
-  }
-  if (request->has_top_k() && (request->top_k() < 1 || request->top_k() > n)) {
-    return reactor->FinishNow(absl::InvalidArgumentError(absl::StrCat(
-        "top_k: ", request->top_k(), " is outside [1, ", n,
-        "] (the number of candidates); leave it unset for all")));
-  }
-
-  // Precomputed rows are decoded now; texts and images go through the pipeline. Slot 0 is
-  // the query, slots 1..n the candidates.
-  auto rows = std::make_shared<std::vector<Rows>>(n + 1);
-  std::vector<CallInput> inputs;
-  std::vector<int> slot_of_input;
-  for (int slot = 0; slot <= n; ++slot) {
-    const v1::Input& input = slot == 0 ? request->query() : request->candidates(slot - 1);
-    const std::string field = slot == 0 ? std::string("query") : absl::StrCat("candidates[", slot - 1, "]");
-    switch (input.content_case()) {
-      case v1::Input::kText: {
-        absl::Status status = CheckText(input.text(), field, limits_);
-        if (!status.ok()) return reactor->FinishNow(status);
-        inputs.push_back({pipeline::Modality::kText, input.text(), field});
-        slot_of_input.push_back(slot);
-        break;
-      }
-      case v1::Input::kImage:
-        if (input.image().empty()) {
-          return reactor->FinishNow(absl::InvalidArgumentError(absl::StrCat(field, ".image: empty (0 bytes)")));
-        }
-        inputs.push_back({pipeline::Modality::kImage, input.image(), field});
-        slot_of_input.push_back(slot);
-        break;
-      case v1::Input::kEmbedding: {
-        absl::StatusOr<Rows> decoded = DecodeCandidateEmbedding(input.embedding(), field, description);
-        if (!decoded.ok()) return reactor->FinishNow(decoded.status());
-        (*rows)[slot] = *std::move(decoded);
-        break;
-      }
-      default:
-        return reactor->FinishNow(absl::InvalidArgumentError(
-            absl::StrCat(field, ": no content; set text, image or embedding")));
-    }
-  }
-
-  const int top_k = request->has_top_k() ? request->top_k() : 0;
-  pipeline::Pipeline* pipeline = pipeline_;
-  auto finish = [response, model, rows, top_k, pipeline](UnaryCallReactor* reactor,
-                                                          const pipeline::CallTimings* timings) {
-    // One batched MaxSim over every candidate (a dot product for single vectors), on the
-    // model's device by the executor; the callback keeps `rows` alive until it has run.
-    std::vector<pipeline::MatrixView> candidates;
-    candidates.reserve(rows->size() - 1);
-    for (size_t i = 1; i < rows->size(); ++i) candidates.push_back((*rows)[i].view());
-    std::optional<pipeline::CallTimings> call_timings;
-    if (timings != nullptr) call_timings = *timings;
-    pipeline->ScoreMaxSim(
-        model, (*rows)[0].view(), std::move(candidates),
-        [response, model, rows, top_k, reactor, call_timings](absl::StatusOr<std::vector<float>> scores) {
-          if (!scores.ok()) {
-            reactor->FinishWith(scores.status());
-            return;
-          }
-          response->set_model(model->name);
-          response->set_scoring(model->description.scoring);
-          for (int index : pipeline::TopK(*scores, top_k)) {
-            v1::RerankResult* result = response->add_results();
-            result->set_index(index);
-            result->set_score((*scores)[index]);
-          }
-          if (call_timings.has_value()) EncodeTimings(*call_timings, response->mutable_timing());
-          reactor->FinishWith(absl::OkStatus());
-        });
-  };
-
-  if (inputs.empty()) {
-    finish(reactor, nullptr);
-    return reactor;
-  }
-  const bool truncate = request->truncation() != v1::TRUNCATION_ERROR;
-  auto call = std::make_shared<EmbedCall>(
-      std::move(inputs), truncate, DeadlineOf(context),
-      [reactor, rows, finish, slot_of_input](const absl::Status& status, EmbedCall& c) {
-        if (!status.ok()) {
-          reactor->FinishWith(status);
+  auto [reactor, model] = Admit(gate_, pipeline_, *context, "Rerank", request->model(),
+                                request->candidates_size() + 1);
+  if (!model) return reactor;
+  absl::StatusOr<pipeline::RerankRequest> valid = ValidateRerank(Target(*model), *request, limits_);
+  if (!valid.ok()) return reactor->FinishNow(valid.status());
+  pipeline::Rerank(
+      *pipeline_, model, *std::move(valid), DeadlineOf(context), AttachTo(reactor),
+      [reactor = reactor, response, model = model](absl::StatusOr<pipeline::RerankOutcome> outcome) {
+        if (!outcome.ok()) {
+          reactor->FinishWith(outcome.status());
           return;
         }
-        for (int i = 0; i < c.size(); ++i) {
-          (*rows)[slot_of_input[i]] = ToRows(std::move(c.mutable_results()[i]));
+        response->set_model(model->name);
+        response->set_scoring(model->description.scoring);
+        for (const pipeline::RankedCandidate& ranked : outcome->ranked) {
+          v1::RerankResult* result = response->add_results();
+          result->set_index(ranked.index);
+          result->set_score(ranked.score);
+          result->set_truncated(ranked.truncated);
         }
-        const pipeline::CallTimings timings = c.timings();
-        finish(reactor, &timings);
+        if (outcome->timings.has_value()) EncodeTimings(*outcome->timings, response->mutable_timing());
+        reactor->FinishWith(absl::OkStatus());
       });
-  reactor->Attach(call);
-  pipeline_->Submit(model, call);
   return reactor;
 }
 
 grpc::ServerUnaryReactor* EmbedServiceImpl::Classify(grpc::CallbackServerContext* context,
                                                      const v1::ClassifyRequest* request,
                                                      v1::ClassifyResponse* response) {
-  auto* reactor = new UnaryCallReactor(gate_, *context, "Classify", request->model(), request->inputs_size());
-  if (!reactor->admitted()) return reactor;
-  absl::StatusOr<ModelRef> entry = pipeline_->FindReady(request->model());
-  if (!entry.ok()) return reactor->FinishNow(entry.status());
-  ModelRef model = *entry;
-  if (!model->description.capabilities.classify) {
-    return reactor->FinishNow(absl::UnimplementedError(absl::StrCat(
-        "model '", model->name, "' (", model->description.family,
-        ") has no zero-shot classification; use a CLIP model")));
-  }
-  const int num_labels = request->labels_size();
-  if (num_labels < 2 || num_labels > limits_.max_labels) {
-    return reactor->FinishNow(absl::InvalidArgumentError(absl::StrCat(
-        "labels: ", num_labels, " labels; send between 2 and ", limits_.max_labels,
-        " (--max-labels)")));
-  }
-  const std::string& tmpl = request->prompt_template();
-  if (!tmpl.empty() && tmpl.find("{}") == std::string::npos) {
-    return reactor->FinishNow(absl::InvalidArgumentError(
-        "prompt_template: must contain \"{}\" where the label goes, e.g. \"a photo of a {}.\""));
-  }
-  absl::StatusOr<std::vector<CallInput>> inputs =
-      ToCallInputs(request->inputs(), "inputs", limits_);
-  if (!inputs.ok()) return reactor->FinishNow(inputs.status());
-  const int num_inputs = static_cast<int>(inputs->size());
-  for (int j = 0; j < num_labels; ++j) {
-    const std::string field = absl::StrCat("labels[", j, "]");
-    if (request->labels(j).empty()) {
-      return reactor->FinishNow(absl::InvalidArgumentError(absl::StrCat(field, ": empty label")));
-    }
-    std::string text = tmpl.empty() ? request->labels(j)
-                                     : absl::StrReplaceAll(tmpl, {{"{}", request->labels(j)}});
-    absl::Status status = CheckText(text, field, limits_);
-    if (!status.ok()) return reactor->FinishNow(status);
-    inputs->push_back({pipeline::Modality::kText, std::move(text), field});
-  }
-
-  auto call = std::make_shared<EmbedCall>(
-      std::move(*inputs), /*truncate=*/true, DeadlineOf(context),
-      [reactor, response, model, request, num_inputs, num_labels](const absl::Status& status,
-                                                                  EmbedCall& c) {
-        if (!status.ok()) {
-          reactor->FinishWith(status);
+  auto [reactor, model] = Admit(gate_, pipeline_, *context, "Classify", request->model(),
+                                request->inputs_size());
+  if (!model) return reactor;
+  absl::StatusOr<pipeline::ClassifyRequest> valid =
+      ValidateClassify(Target(*model), *request, limits_);
+  if (!valid.ok()) return reactor->FinishNow(valid.status());
+  pipeline::Classify(
+      *pipeline_, model, *std::move(valid), DeadlineOf(context), AttachTo(reactor),
+      [reactor = reactor, response, model = model,
+       request](absl::StatusOr<pipeline::ClassifyOutcome> outcome) {
+        if (!outcome.ok()) {
+          reactor->FinishWith(outcome.status());
           return;
         }
-        std::vector<Rows> rows;
-        rows.reserve(c.size());
-        for (int i = 0; i < c.size(); ++i) rows.push_back(ToRows(std::move(c.mutable_results()[i])));
-        const float scale = model->description.logit_scale;
         response->set_model(model->name);
-        for (int i = 0; i < num_inputs; ++i) {
-          std::vector<float> logits(num_labels);
-          for (int j = 0; j < num_labels; ++j) {
-            logits[j] = scale * pipeline::Dot(rows[i].values.data(),
-                                              rows[num_inputs + j].values.data(), rows[i].dim);
-          }
-          std::vector<float> probabilities = logits;
-          pipeline::SoftmaxInPlace(probabilities);
+        for (const std::vector<pipeline::LabelScore>& scores : outcome->per_input) {
           v1::Classification* classification = response->add_classifications();
-          for (int j : pipeline::TopK(probabilities, 0)) {
+          for (const pipeline::LabelScore& label : scores) {
             v1::LabelScore* score = classification->add_scores();
-            score->set_index(j);
-            score->set_label(request->labels(j));
-            score->set_probability(probabilities[j]);
-            score->set_logit(logits[j]);
+            score->set_index(label.index);
+            score->set_label(request->labels(label.index));
+            score->set_probability(label.probability);
+            score->set_logit(label.logit);
           }
         }
-        EncodeTimings(c.timings(), response->mutable_timing());
+        EncodeTimings(outcome->timings, response->mutable_timing());
         reactor->FinishWith(absl::OkStatus());
       });
-  reactor->Attach(call);
-  pipeline_->Submit(model, call);
   return reactor;
 }
 
 grpc::ServerUnaryReactor* EmbedServiceImpl::Tokenize(grpc::CallbackServerContext* context,
                                                      const v1::TokenizeRequest* request,
                                                      v1::TokenizeResponse* response) {
-  auto* reactor = new UnaryCallReactor(gate_, *context, "Tokenize", request->model(), request->texts_size());
-  if (!reactor->admitted()) return reactor;
-  absl::StatusOr<ModelRef> entry = pipeline_->FindReady(request->model());
-  if (!entry.ok()) return reactor->FinishNow(entry.status());
-  if (request->texts_size() == 0) {
-    return reactor->FinishNow(absl::InvalidArgumentError("texts: empty; send at least one text"));
-  }
-  if (request->texts_size() > limits_.max_inputs) {
-    return reactor->FinishNow(absl::InvalidArgumentError(
-        absl::StrCat("texts: ", request->texts_size(), " texts, over the limit of ",
-                     limits_.max_inputs, " (--max-inputs)")));
-  }
-  const models::Model& model = *(*entry)->model;
-  if (!model.description().accepts_text) {
-    return reactor->FinishNow(absl::InvalidArgumentError(
-        absl::StrCat("model: '", request->model(), "' does not accept text")));
-  }
-  const bool truncate = request->truncation() != v1::TRUNCATION_ERROR;
-  response->set_model(request->model());
+  auto [reactor, model] = Admit(gate_, pipeline_, *context, "Tokenize", request->model(),
+                                request->texts_size());
+  if (!model) return reactor;
+  absl::StatusOr<ValidTokenize> valid = ValidateTokenize(Target(*model), *request, limits_);
+  if (!valid.ok()) return reactor->FinishNow(valid.status());
+  response->set_model(model->name);
   // Tokenizing a text takes microseconds: done inline rather than through the pool.
   for (int i = 0; i < request->texts_size(); ++i) {
-    const std::string field = absl::StrCat("texts[", i, "]");
-    absl::Status status = CheckText(request->texts(i), field, limits_);
-    if (!status.ok()) return reactor->FinishNow(status);
-    absl::StatusOr<models::Tokenization> tokens = model.Tokenize(request->texts(i), truncate);
+    absl::StatusOr<models::Tokenization> tokens =
+        model->model->Tokenize(request->texts(i), valid->truncate);
     if (!tokens.ok()) {
-      return reactor->FinishNow(absl::Status(tokens.status().code(),
-                                    absl::StrCat(field, ": ", tokens.status().message())));
+      return reactor->FinishNow(absl::Status(
+          tokens.status().code(), absl::StrCat("texts[", i, "]: ", tokens.status().message())));
     }
     v1::TokenizedText* out = response->add_texts();
     out->mutable_ids()->Assign(tokens->ids.begin(), tokens->ids.end());

@@ -20,6 +20,7 @@ void ToModelInfo(const pipeline::ModelSnapshot& model, v1::ModelInfo* out) {
   out->set_architecture(d.architecture);
   if (d.accepts_text) out->add_modalities(v1::MODALITY_TEXT);
   if (d.accepts_image) out->add_modalities(v1::MODALITY_IMAGE);
+  if (d.accepts_pairs) out->add_modalities(v1::MODALITY_PAIR);
   out->set_embedding_dim(d.embedding_dim);
   out->set_multi_vector(d.multi_vector);
   out->set_context_length(d.context_length);

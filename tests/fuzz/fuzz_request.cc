@@ -1,5 +1,5 @@
-// libFuzzer target: arbitrary bytes as Embed/Rerank/Classify requests through the edge's
-// validation (input conversion, options, precomputed tensors). Nothing may crash.
+// libFuzzer target: arbitrary bytes as Embed/Rerank/Classify/Tokenize requests through the
+// request validation unit, against an embedding model and a cross-encoder. Nothing may crash.
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -8,7 +8,7 @@
 
 #include "common/tensor_codec.h"
 #include "embedserve/v1/embed.pb.h"
-#include "server/rpc/request_codec.h"
+#include "server/rpc/request_validation.h"
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
   // Invalid UTF-8 in string fields is expected here; keep the output readable.
@@ -23,15 +23,31 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   embedserve::rpc::RequestLimits limits;
   limits.max_inputs = 64;
   limits.max_text_bytes = 4096;
-  v1::EmbedRequest embed;
-  if (embed.ParseFromString(bytes)) {
-    (void)embedserve::rpc::ToCallInputs(embed.inputs(), "inputs", limits);
-    (void)embedserve::rpc::ResolveOptions(embed.options());
-  }
-  v1::RerankRequest rerank;
-  if (rerank.ParseFromString(bytes)) {
-    for (const v1::Input& candidate : rerank.candidates()) {
-      if (candidate.has_embedding()) (void)embedserve::DecodeTensor(candidate.embedding());
+  embedserve::models::ModelDescription clip;
+  clip.family = "openclip";
+  clip.accepts_text = clip.accepts_image = true;
+  clip.embedding_dim = 4;
+  clip.scoring = "cosine";
+  clip.capabilities.classify = true;
+  embedserve::models::ModelDescription reranker;
+  reranker.family = "cross_encoder";
+  reranker.accepts_pairs = true;
+  reranker.scoring = "cross_encoder";
+  for (const embedserve::models::ModelDescription* description : {&clip, &reranker}) {
+    const embedserve::rpc::TargetModel model{"m", *description};
+    v1::EmbedRequest embed;
+    if (embed.ParseFromString(bytes)) {
+      (void)embedserve::rpc::ValidateEmbed(model, embed.inputs(), embed.options(), limits);
+    }
+    v1::RerankRequest rerank;
+    if (rerank.ParseFromString(bytes)) (void)embedserve::rpc::ValidateRerank(model, rerank, limits);
+    v1::ClassifyRequest classify;
+    if (classify.ParseFromString(bytes)) {
+      (void)embedserve::rpc::ValidateClassify(model, classify, limits);
+    }
+    v1::TokenizeRequest tokenize;
+    if (tokenize.ParseFromString(bytes)) {
+      (void)embedserve::rpc::ValidateTokenize(model, tokenize, limits);
     }
   }
   v1::Tensor tensor;

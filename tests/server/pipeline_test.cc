@@ -459,7 +459,7 @@ struct CappedHarness {
     pipeline->Start();
     entry = *pipeline->FindReady("capped");
   }
-  int Effective() { return pipeline->executor().EffectiveBatchSize(entry->text_queue); }
+  int Effective() { return pipeline->executor().EffectiveBatchSize(entry->QueueFor(Modality::kText)); }
 
   // Runs `calls` so that their items are all queued before the device takes any: a
   // one-item blocker call holds the executor until every item is waiting. The blocker
@@ -476,10 +476,10 @@ struct CappedHarness {
       total += static_cast<int>(texts.size());
       pipeline->Submit(entry, MakeCall(texts, outcome));
     }
-    for (int i = 0; i < 1000 && pipeline->executor().QueueDepth(entry->text_queue) < total; ++i) {
+    for (int i = 0; i < 1000 && pipeline->executor().QueueDepth(entry->QueueFor(Modality::kText)) < total; ++i) {
       absl::SleepFor(absl::Milliseconds(5));
     }
-    REQUIRE(pipeline->executor().QueueDepth(entry->text_queue) == total);
+    REQUIRE(pipeline->executor().QueueDepth(entry->QueueFor(Modality::kText)) == total);
     gate.Notify();
     REQUIRE(blocker.done.WaitForNotificationWithTimeout(absl::Seconds(10)));
     REQUIRE(blocker.status.ok());
@@ -683,10 +683,10 @@ TEST_CASE("the executor launches the next batch before waiting for the one on th
   REQUIRE(task_running.WaitForNotificationWithTimeout(absl::Seconds(10)));
   Outcome outcome;
   pipeline.Submit(entry, MakeCall({"3", "1", "2"}, &outcome));
-  for (int i = 0; i < 1000 && pipeline.executor().QueueDepth(entry->text_queue) < 3; ++i) {
+  for (int i = 0; i < 1000 && pipeline.executor().QueueDepth(entry->QueueFor(Modality::kText)) < 3; ++i) {
     absl::SleepFor(absl::Milliseconds(5));
   }
-  REQUIRE(pipeline.executor().QueueDepth(entry->text_queue) == 3);
+  REQUIRE(pipeline.executor().QueueDepth(entry->QueueFor(Modality::kText)) == 3);
   gate.Notify();
   REQUIRE(outcome.done.WaitForNotificationWithTimeout(absl::Seconds(10)));
   REQUIRE(outcome.status.ok());
@@ -864,10 +864,10 @@ TEST_CASE("the count of items being prepared returns to zero after good, bad and
   for (auto& o : outcomes) REQUIRE(o->done.WaitForNotificationWithTimeout(absl::Seconds(10)));
   CHECK(outcomes[0]->status.code() == absl::StatusCode::kInvalidArgument);
   CHECK(outcomes[1]->status.ok());
-  for (int i = 0; i < 100 && h.pipeline->executor().IncomingItems(h.entry->text_queue) != 0; ++i) {
+  for (int i = 0; i < 100 && h.pipeline->executor().IncomingItems(h.entry->QueueFor(Modality::kText)) != 0; ++i) {
     absl::SleepFor(absl::Milliseconds(10));  // a failed call's other items may still be in the pool
   }
-  CHECK(h.pipeline->executor().IncomingItems(h.entry->text_queue) == 0);
+  CHECK(h.pipeline->executor().IncomingItems(h.entry->QueueFor(Modality::kText)) == 0);
 }
 
 }  // namespace embedserve::pipeline

@@ -36,13 +36,14 @@ _DTYPES = {"float32": types_pb2.DTYPE_FLOAT32, "float16": types_pb2.DTYPE_FLOAT1
            "bf16": types_pb2.DTYPE_BFLOAT16}
 _HEALTH = {0: "UNKNOWN", 1: "SERVING", 2: "NOT_SERVING", 3: "SERVICE_UNKNOWN"}
 _STATES = {0: "unspecified", 1: "loading", 2: "ready", 3: "failed"}
-_MODALITIES = {1: "text", 2: "image"}
+_MODALITIES = {1: "text", 2: "image", 3: "pair"}
 
 
 @dataclasses.dataclass(frozen=True)
 class RerankResult:
     index: int  # into the candidates given
     score: float
+    truncated: bool = False  # the candidate (or, for a cross-encoder, its pair) was cut
 
 
 @dataclasses.dataclass(frozen=True)
@@ -288,12 +289,14 @@ def embed_request(model, inputs, normalize, dtype, truncate, strings_are):
                                        truncation=truncation(truncate)))
 
 
-def rerank_request(model, query, candidates, top_k, truncate):
+def rerank_request(model, query, candidates, top_k, truncate, sigmoid=None):
     req = embed_pb2.RerankRequest(model=model, query=to_input(query),
                                   candidates=[to_input(c) for c in candidates],
                                   truncation=truncation(truncate))
     if top_k is not None:
         req.top_k = top_k
+    if sigmoid is not None:
+        req.sigmoid = sigmoid
     return req
 
 
@@ -366,7 +369,7 @@ def embeddings_result(response, as_numpy=None):
 
 
 def rerank_result(response) -> List[RerankResult]:
-    return [RerankResult(r.index, r.score) for r in response.results]
+    return [RerankResult(r.index, r.score, r.truncated) for r in response.results]
 
 
 def classify_result(response) -> List[List[LabelScore]]:

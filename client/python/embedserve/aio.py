@@ -93,8 +93,9 @@ class AsyncClient(c.ClientOptions):
 
     async def rerank(self, model: str, query: Any, candidates: Sequence[Any],
                      top_k: Optional[int] = None, truncate: bool = True,
-                     timeout: Optional[float] = None) -> List[c.RerankResult]:
-        req = c.rerank_request(model, query, list(candidates), top_k, truncate)
+                     timeout: Optional[float] = None,
+                     sigmoid: Optional[bool] = None) -> List[c.RerankResult]:
+        req = c.rerank_request(model, query, list(candidates), top_k, truncate, sigmoid)
         return c.rerank_result(await self.call(c.RERANK, req, timeout))
 
     async def classify(self, model: str, images: Sequence[Any], labels: Sequence[str],

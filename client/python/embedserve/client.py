@@ -165,10 +165,12 @@ class Client(c.ClientOptions):
 
     def rerank(self, model: str, query: Any, candidates: Sequence[Any],
                top_k: Optional[int] = None, truncate: bool = True,
-               timeout: Optional[float] = None) -> List[c.RerankResult]:
+               timeout: Optional[float] = None,
+               sigmoid: Optional[bool] = None) -> List[c.RerankResult]:
         """query and candidates: str (text), image (bytes, os.PathLike, PIL) or a vector
-        (list of floats, numpy array; [tokens, dim] for multi-vector). Best first."""
-        req = c.rerank_request(model, query, list(candidates), top_k, truncate)
+        (list of floats, numpy array; [tokens, dim] for multi-vector); texts only for a
+        cross-encoder, where sigmoid=True maps its logits into (0, 1). Best first."""
+        req = c.rerank_request(model, query, list(candidates), top_k, truncate, sigmoid)
         return c.rerank_result(self.call(c.RERANK, req, timeout))
 
     def classify(self, model: str, images: Sequence[Any], labels: Sequence[str],
