@@ -2,6 +2,7 @@
 #include "server/models/registry.h"
 
 #include "server/models/colpali/colpali_model.h"
+#include "server/models/cross_encoder/cross_encoder_model.h"
 #include "server/models/openclip/openclip_model.h"
 
 namespace embedserve::models {
@@ -10,6 +11,7 @@ const std::vector<const ModelFamily*>& ModelFamilies() {
   static const std::vector<const ModelFamily*> families = {
       &openclip::OpenClipFamily(),
       &colpali::ColPaliFamily(),
+      &cross_encoder::CrossEncoderFamily(),
   };
   return families;
 }

@@ -37,7 +37,7 @@ std::vector<FileWant> HfTransformersFiles() {
   return {
       {{"config.json", "adapter_config.json"}, true},
       {{"model.safetensors.index.json", "model.safetensors", "adapter_model.safetensors"}, true},
-      {{"tokenizer.model", "tokenizer.json"}, false},
+      {{"tokenizer.model", "tokenizer.json", "sentencepiece.bpe.model", "vocab.txt"}, false},
       {{"tokenizer_config.json"}, false},
       {{"special_tokens_map.json"}, false},
       {{"added_tokens.json"}, false},
