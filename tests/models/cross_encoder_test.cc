@@ -18,6 +18,7 @@
 #include "server/models/cross_encoder/cross_encoder_config.h"
 #include "server/models/cross_encoder/cross_encoder_model.h"
 #include "server/models/cross_encoder/cross_encoder_random_checkpoint.h"
+#include "tests/models/cross_encoder_reference.h"
 #include "tests/test_util.h"
 
 namespace fs = std::filesystem;
@@ -25,6 +26,8 @@ using embedserve::models::Embedding;
 using embedserve::models::Model;
 using embedserve::models::RuntimeOptions;
 using embedserve::models::TextInput;
+using embedserve::testing::CheckCloseToReference;
+using embedserve::testing::RunCrossEncoderReference;
 using embedserve::testing::Slurp;
 using nlohmann::json;
 using namespace embedserve::models::cross_encoder;
@@ -94,42 +97,6 @@ std::vector<float> Score(Model& model, const std::vector<TextInput>& inputs) {
   return scores;
 }
 
-// The reference's {"single": [...], "batched": [...]} for `inputs` on the model in `dir`.
-json RunReference(const std::string& dir, const std::vector<TextInput>& inputs) {
-  const std::string python = "/usr/bin/python3";
-  const std::string script =
-      std::string(EMBEDSERVE_SOURCE_DIR) + "/tests/tools/cross_encoder_reference.py";
-  INFO("the reference needs " << python << " with torch and numpy (Debian python3-torch, "
-       "python3-numpy)");
-  REQUIRE(fs::exists(python));
-  json items = json::array();
-  for (const TextInput& in : inputs) {
-    items.push_back({{"ids", in.token_ids}, {"second_segment_start", in.second_segment_start}});
-  }
-  const fs::path work = embedserve::testing::FreshTempDir("cross_encoder_reference");
-  WriteFile(work / "inputs.json", items.dump());
-  const std::string out = (work / "out.json").string(), log = (work / "log.txt").string();
-  const int rc = std::system((python + " " + script + " " + dir + " " +
-                              (work / "inputs.json").string() + " > " + out + " 2> " + log)
-                                 .c_str());
-  INFO("cross_encoder_reference.py exited with " << rc << ":\n" << Slurp(log));
-  REQUIRE(rc == 0);
-  json result = json::parse(Slurp(out));
-  fs::remove_all(work);
-  return result;
-}
-
-// float32 against the float64 reference: a tiny model's logits are O(1) and its float32
-// rounding stays near 1e-6 relative; 1e-5 relative with a 1e-5 absolute floor leaves a
-// margin without hiding a wrong position, type or mask (those move logits by > 1e-2).
-void CheckClose(const std::vector<float>& got, const std::vector<double>& want) {
-  REQUIRE(got.size() == want.size());
-  for (size_t i = 0; i < got.size(); ++i) {
-    INFO("pair " << i << ": native " << got[i] << ", reference " << want[i]);
-    CHECK(std::abs(got[i] - want[i]) <= 1e-5 * std::abs(want[i]) + 1e-5);
-  }
-}
-
 std::string Repeat(const std::string& word, int n) {
   std::string s;
   for (int i = 0; i < n; ++i) s += (i ? " " : "") + word;
@@ -174,9 +141,9 @@ TEST_CASE("XLM-R and BERT logits match the PyTorch reference in a padded batch",
     // Different lengths, so the batch pads.
     CHECK(inputs[0].token_ids.size() < inputs[1].token_ids.size());
     const std::vector<float> scores = Score(*model, inputs);
-    const json ref = RunReference(*dir, inputs);
-    CheckClose(scores, ref["single"].get<std::vector<double>>());
-    CheckClose(scores, ref["batched"].get<std::vector<double>>());
+    const json ref = RunCrossEncoderReference(*dir, inputs);
+    CheckCloseToReference(scores, ref["single"].get<std::vector<double>>());
+    CheckCloseToReference(scores, ref["batched"].get<std::vector<double>>());
     // Not a constant: the pairs score differently.
     CHECK(*std::max_element(scores.begin(), scores.end()) -
               *std::min_element(scores.begin(), scores.end()) > 1e-3);
@@ -293,7 +260,7 @@ TEST_CASE("pairs are truncated as FlagReranker truncates them", "[cross_encoder]
     CHECK(in.token_ids[511] == 2);
     // The full-length pair runs (positions 2..513 of 514) and matches the reference.
     const std::vector<TextInput> inputs = {in, Pair(*model, "hi", "query")};
-    CheckClose(Score(*model, inputs), RunReference(XlmrDir(), inputs)["batched"].get<std::vector<double>>());
+    CheckCloseToReference(Score(*model, inputs), RunCrossEncoderReference(XlmrDir(), inputs)["batched"].get<std::vector<double>>());
   }
   SECTION("XLM-R: a short query keeps every token, the document fills the rest") {
     auto model = Load(XlmrDir());
@@ -343,7 +310,7 @@ TEST_CASE("XLM-R positions start after the pad id", "[cross_encoder]") {
   TextInput in = Pair(*model, Repeat("panda", 10), Repeat("bear", 100));
   CHECK(in.token_ids.size() == 40);
   const std::vector<TextInput> inputs = {in, Pair(*model, "hi", "hi")};
-  CheckClose(Score(*model, inputs), RunReference(dir, inputs)["single"].get<std::vector<double>>());
+  CheckCloseToReference(Score(*model, inputs), RunCrossEncoderReference(dir, inputs)["single"].get<std::vector<double>>());
   // Longer than the positions: refused at launch, not an out-of-range read.
   TextInput too_long = in;
   too_long.token_ids.push_back(2);
@@ -361,7 +328,7 @@ TEST_CASE("BERT gives the second segment token type 1", "[cross_encoder]") {
   all_zero.second_segment_start = 0;
   const std::vector<TextInput> inputs = {in, all_zero};
   const std::vector<float> scores = Score(*model, inputs);
-  CheckClose(scores, RunReference(BertDir(), inputs)["batched"].get<std::vector<double>>());
+  CheckCloseToReference(scores, RunCrossEncoderReference(BertDir(), inputs)["batched"].get<std::vector<double>>());
   CHECK(std::abs(scores[0] - scores[1]) > 1e-4);  // the types reach the model
 }
 

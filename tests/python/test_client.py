@@ -10,6 +10,7 @@ import embedserve  # noqa: I001  (first on purpose)
 
 import asyncio
 import gc
+import math
 import multiprocessing as mp
 import os
 import pathlib
@@ -699,6 +700,47 @@ def test_async_client_equals_sync_client(server, ready):
     assert [[s.index for s in x] for x in cl] == \
         [[s.index for s in x] for x in ready.classify(MODEL, paths, ["dog", "cat"])]
     assert tk == ready.tokenize(MODEL, texts)
+
+
+# ---- cross-encoder rerank ------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def reranker(tmp_path_factory):
+    """A server holding a tiny random XLM-R cross-encoder as `rr` (written by our C++ tool)."""
+    writer = os.environ.get("EMBEDSERVE_WRITE_CROSS_ENCODER")
+    assert writer, "EMBEDSERVE_WRITE_CROSS_ENCODER is not set (ctest sets it)"
+    model_dir = tmp_path_factory.mktemp("xlmr")
+    subprocess.run([writer, str(model_dir), "xlm-roberta"], check=True)
+    srv = _servers.Server("--model", "rr=%s" % model_dir, model=False)
+    yield srv
+    srv.stop()
+
+
+def test_rerank_with_a_cross_encoder_sync_and_async(reranker):
+    query = "what is a panda"
+    cands = ["hi", "the giant panda is a bear", "pandas eat bamboo", " ".join(["bamboo"] * 700)]
+    with embedserve.Client(reranker.unix_target) as c:
+        info = {m.name: m for m in c.models()}["rr"]
+        assert info.family == "cross_encoder" and info.modalities == ("pair",)
+        raw = c.rerank("rr", query, cands)
+        assert sorted(r.index for r in raw) == [0, 1, 2, 3]
+        assert [r.score for r in raw] == sorted((r.score for r in raw), reverse=True)
+        assert [r.truncated for r in sorted(raw, key=lambda r: r.index)] == \
+            [False, False, False, True]
+        mapped = c.rerank("rr", query, cands, sigmoid=True, top_k=2)
+        assert [r.index for r in mapped] == [r.index for r in raw[:2]]
+        for m, r in zip(mapped, raw):
+            assert m.score == pytest.approx(1 / (1 + math.exp(-r.score)), rel=1e-6)
+        with pytest.raises(EmbedServeError) as err:
+            c.embed_texts("rr", ["a panda"])
+        assert err.value.code == grpc.StatusCode.UNIMPLEMENTED
+
+    async def main():
+        async with embedserve.AsyncClient(reranker.unix_target) as c:
+            return await c.rerank("rr", query, cands, sigmoid=True)
+    by_async = asyncio.run(main())
+    with embedserve.Client(reranker.unix_target) as c:
+        assert by_async == c.rerank("rr", query, cands, sigmoid=True)
 
 
 # ---- packaging -----------------------------------------------------------------------------
