@@ -2,9 +2,10 @@
 # The README's grpcurl-style recipes, run with `buf curl` and no proto files: reflection
 # lists the services, Health/Check and ModelService answer over the unix socket and TCP,
 # and `buf lint` passes on proto/.
-# Usage: buf_test.sh BUF SERVER_BINARY PROTO_DIR [MODEL_SPEC]
+# With a cross-encoder writer, the README's cross-encoder Rerank recipe too.
+# Usage: buf_test.sh BUF SERVER_BINARY PROTO_DIR [MODEL_SPEC [CROSS_ENCODER_WRITER]]
 set -euo pipefail
-buf="$1"; server="$2"; proto="$3"; model="${4:-}"
+buf="$1"; server="$2"; proto="$3"; model="${4:-}"; writer="${5:-}"
 if [ ! -x "$buf" ]; then echo "buf not found at $buf: run scripts/install-deps"; exit 1; fi
 
 (cd "$proto" && "$buf" lint)
@@ -25,6 +26,10 @@ sock="$dir/s.sock"
 port="$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 args=(--listen "unix:$sock" --listen "127.0.0.1:$port" --log-level warning)
 [ -n "$model" ] && args+=(--model "$model")
+if [ -n "$writer" ]; then
+  "$writer" "$dir/bge" xlm-roberta
+  args+=(--model "bge=$dir/bge")
+fi
 "$server" "${args[@]}" &
 pid=$!
 trap 'kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true; rm -rf "$dir"' EXIT
@@ -67,4 +72,15 @@ if [ -n "$model" ]; then
   out="$("$buf" curl --protocol grpc --http2-prior-knowledge -d "{\"model\":\"$name\",\"query\":{\"text\":\"a dog\"},\"candidates\":[{\"text\":\"a cat\"},{\"text\":\"a dog\"}]}" "http://127.0.0.1:$port/embedserve.v1.EmbedService/Rerank")"
   grep -q '"results"' <<<"$out" || { echo "Rerank JSON: $out"; exit 1; }
   echo "ok: Rerank as JSON over TCP"
+fi
+
+if [ -n "$writer" ]; then
+  # The README's recipe, as written there (port substituted).
+  out="$("$buf" curl --protocol grpc --http2-prior-knowledge \
+    -d '{"model":"bge","query":{"text":"what is a panda?"},"candidates":[{"text":"hi"},{"text":"The giant panda is a bear."}],"sigmoid":true}' \
+    "http://127.0.0.1:$port/embedserve.v1.EmbedService/Rerank")"
+  grep -q '"scoring": "cross_encoder"' <<<"$out" || { echo "cross-encoder Rerank JSON: $out"; exit 1; }
+  # index 0 is omitted from proto3 JSON; two results carry two scores.
+  [ "$(grep -c '"score"' <<<"$out")" = 2 ] || { echo "expected 2 scores: $out"; exit 1; }
+  echo "ok: a cross-encoder's Rerank as JSON over TCP"
 fi
