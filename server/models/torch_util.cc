@@ -4,6 +4,7 @@
 #include <dlfcn.h>
 
 #include <chrono>
+#include <filesystem>
 #include <map>
 #include <cstring>
 #include <new>
@@ -377,6 +378,23 @@ absl::Status GuardTorch(const std::string& what, const std::function<void()>& bo
     }
     return absl::InternalError(absl::StrCat(what, ": ", message));
   }
+}
+
+absl::StatusOr<std::unique_ptr<TensorArchive>> OpenCheckpointInDir(const std::string& dir,
+                                                                   const std::string& safetensors_name,
+                                                                   const std::string& bin_name) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const fs::path root(dir);
+  if (!fs::exists(root / safetensors_name, ec) &&
+      !fs::exists(root / (safetensors_name + ".index.json"), ec) &&
+      fs::exists(root / bin_name, ec)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        dir, ": only ", bin_name, " is present; embedserve reads safetensors (", safetensors_name,
+        "), as the hub ships them for most models; convert the checkpoint (the .bin reader is "
+        "not built yet)"));
+  }
+  return TensorArchive::OpenInDir(dir, safetensors_name);
 }
 
 }  // namespace embedserve::models

@@ -72,6 +72,13 @@ absl::StatusOr<WeightDtype> ParseWeightDtype(const std::string& name);
 // `tensor` converted to `dtype`, as a safetensors entry named `name`.
 TensorToWrite ToTensorToWrite(std::string name, const at::Tensor& tensor, WeightDtype dtype);
 
+// The family's safetensors checkpoint in `dir` (`safetensors_name`, or its sharded
+// `.index.json`). Where only the PyTorch pickle `bin_name` is there, the error says so and
+// what to do, rather than that the safetensors file is missing.
+absl::StatusOr<std::unique_ptr<TensorArchive>> OpenCheckpointInDir(const std::string& dir,
+                                                                   const std::string& safetensors_name,
+                                                                   const std::string& bin_name);
+
 // Copies every parameter of `module` from `archive`. `key_for` maps a parameter's name in the
 // module to its key in the checkpoint. Checks each shape and that the checkpoint holds no
 // tensor the module does not use (except names for which `ignore` is true). Parameters

@@ -272,16 +272,8 @@ absl::StatusOr<std::unique_ptr<Model>> LoadCrossEncoder(const std::string& dir,
         "document within max_length ", max_length));
   }
 
-  std::error_code ec;
-  if (!fs::exists(fs::path(dir) / "model.safetensors", ec) &&
-      !fs::exists(fs::path(dir) / "model.safetensors.index.json", ec) &&
-      fs::exists(fs::path(dir) / "pytorch_model.bin", ec)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        dir, ": only pytorch_model.bin is present; embedserve reads model.safetensors (the "
-             ".bin reader is not built yet): convert the checkpoint to safetensors"));
-  }
   absl::StatusOr<std::unique_ptr<TensorArchive>> archive =
-      TensorArchive::OpenInDir(dir, "model.safetensors");
+      OpenCheckpointInDir(dir, "model.safetensors", "pytorch_model.bin");
   if (!archive.ok()) return archive.status();
 
   absl::StatusOr<Placement> placement = PlaceModel(options);

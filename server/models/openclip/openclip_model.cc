@@ -148,16 +148,8 @@ absl::StatusOr<std::unique_ptr<Model>> LoadOpenClip(const std::string& dir,
         " cannot hold CLIP's end-of-text token 49407"));
   }
 
-  std::error_code ec;
-  if (!fs::exists(fs::path(dir) / "open_clip_model.safetensors", ec) &&
-      !fs::exists(fs::path(dir) / "open_clip_model.safetensors.index.json", ec) &&
-      fs::exists(fs::path(dir) / "open_clip_pytorch_model.bin", ec)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        dir, ": only open_clip_pytorch_model.bin is present; embedserve reads safetensors "
-             "(open_clip_model.safetensors), which the hub ships for OpenCLIP models"));
-  }
   absl::StatusOr<std::unique_ptr<TensorArchive>> archive =
-      TensorArchive::OpenInDir(dir, "open_clip_model.safetensors");
+      OpenCheckpointInDir(dir, "open_clip_model.safetensors", "open_clip_pytorch_model.bin");
   if (!archive.ok()) return archive.status();
 
   absl::StatusOr<std::unique_ptr<tokenizers::ClipTokenizer>> tokenizer = LoadTokenizer(dir);
