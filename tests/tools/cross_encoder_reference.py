@@ -101,13 +101,14 @@ class Reference:
         return torch.arange(ids.shape[1]).unsqueeze(0).expand_as(ids)
 
     def forward(self, ids, types, attention_mask):
-        """ids, types, attention_mask: [B, L] int64 -> logits [B, num_labels] float64."""
+        """ids, types, attention_mask: [B, L] int64 -> logits [B, num_labels] in the weights'
+        dtype (float64 as read; the benchmark's baseline casts them to float32)."""
         x = (F.embedding(ids, self.w["embeddings.word_embeddings.weight"]) +
              F.embedding(types, self.w["embeddings.token_type_embeddings.weight"]) +
              F.embedding(self.position_ids(ids), self.w["embeddings.position_embeddings.weight"]))
         x = self.layer_norm(x, "embeddings.LayerNorm")
         # get_extended_attention_mask: (1 - mask) * dtype min, broadcast over heads and queries.
-        additive = (1.0 - attention_mask[:, None, None, :].double()) * torch.finfo(torch.float64).min
+        additive = (1.0 - attention_mask[:, None, None, :].to(x.dtype)) * torch.finfo(x.dtype).min
         batch, length, hidden = x.shape
         head_dim = hidden // self.heads
         for i in range(self.layers):
