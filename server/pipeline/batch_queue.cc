@@ -47,15 +47,20 @@ std::vector<QueuedItem> BatchQueue::TakeBatch(absl::Time now, std::vector<Queued
   if (items_.empty()) return batch;
 
   // The oldest item goes first; the rest are picked from a window of the queue by how
-  // close their cost is to the head's (stable: equal costs keep arrival order).
+  // close their cost is to the head's, those within similar_cost_fraction of it counting as
+  // equal (stable: equal keys keep arrival order, which keeps a call's items together).
   const int window =
       std::min<int>(static_cast<int>(items_.size()), 4 * effective_max_batch_size_);
   const int head_cost = items_.front().cost;
+  const int similar = static_cast<int>(head_cost * policy_.similar_cost_fraction);
+  auto distance = [&](int i) {
+    const int d = std::abs(items_[i].cost - head_cost);
+    return d <= similar ? 0 : d;
+  };
   std::vector<int> order(window);
   for (int i = 0; i < window; ++i) order[i] = i;
-  std::stable_sort(order.begin() + 1, order.end(), [&](int a, int b) {
-    return std::abs(items_[a].cost - head_cost) < std::abs(items_[b].cost - head_cost);
-  });
+  std::stable_sort(order.begin() + 1, order.end(),
+                   [&](int a, int b) { return distance(a) < distance(b); });
 
   std::vector<bool> chosen(window, false);
   int longest = 0;

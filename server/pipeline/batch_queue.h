@@ -22,6 +22,10 @@ struct BatchPolicy {
   int queue_capacity = 1024;
   // Texts: most padded tokens (longest text x count) per batch; 0 for no budget.
   int max_batch_tokens = 0;
+  // Costs within this fraction of the oldest item's count as equal when a batch is formed
+  // and keep arrival order, so a call's items leave together (a call completes after its own
+  // batches, not after every call's); further ones join closest first. 0: closest first.
+  double similar_cost_fraction = 0.125;
   // While more items for this queue are still being prepared (decoded, tokenized) and the
   // batch is not full, a partial batch may wait for them up to this fraction of the queue's
   // last forward's duration (if that is longer than max_queue_delay): a wave of requests
@@ -43,7 +47,7 @@ struct QueuedItem {
 };
 
 // Not thread-safe: the device executor guards every BatchQueue with its own mutex.
-// Batches keep arrival order for equal costs; texts of similar length are grouped (the
+// Batches keep arrival order for similar costs; texts of similar length are grouped (the
 // oldest item always goes first, so nothing starves).
 class BatchQueue {
  public:

@@ -1,5 +1,6 @@
 // The pipeline with a fake model: batches by size, by delay and by token budget; deadlines,
 // cancellation, queue-full rejection, order within a call, and failure isolation.
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <memory>
@@ -198,15 +199,18 @@ TEST_CASE("a partial batch runs once the oldest item has waited max_queue_delay"
 }
 
 TEST_CASE("the token budget bounds padded tokens per batch and groups texts by length") {
-  BatchQueue queue(BatchPolicy{8, absl::ZeroDuration(), 100, /*max_batch_tokens=*/40});
+  BatchPolicy policy{8, absl::ZeroDuration(), 100, /*max_batch_tokens=*/40};
+  policy.similar_cost_fraction = 0;
+  BatchQueue queue(policy);
   Outcome outcome;
   auto call = MakeCall(std::vector<std::string>(6, "x"), &outcome);
   const absl::Time t = absl::Now();
   const int costs[] = {10, 30, 9, 11, 30, 10};
   for (int i = 0; i < 6; ++i) REQUIRE(queue.Push({call, i, costs[i], t}));
   std::vector<QueuedItem> skipped;
-  // Head costs 10; the closest lengths join while longest x count <= 40: 10, 10, 9 (30
-  // padded tokens); 11 would make 11 x 4 = 44. They leave in queue order.
+  // Head costs 10: with lengths closest first (similar_cost_fraction 0) 10, 10, 9 join
+  // while longest x count <= 40 (30 padded tokens); 11 would make 11 x 4 = 44. They leave
+  // in queue order.
   auto costs_of = [](const std::vector<QueuedItem>& batch) {
     std::vector<int> out;
     for (const auto& item : batch) out.push_back(item.cost);
@@ -219,6 +223,40 @@ TEST_CASE("the token budget bounds padded tokens per batch and groups texts by l
   CHECK(costs_of(queue.TakeBatch(t, &skipped)) == std::vector<int>{30});
   CHECK(queue.empty());
   CHECK(skipped.empty());
+}
+
+TEST_CASE("similar lengths keep arrival order, so one call's items leave together") {
+  // Two calls of four texts, their items interleaved by length as preprocessing finishes
+  // them: call A 20, 18, 21, 19 tokens; call B 19, 20, 18, 21. Within 1/8 of the head's 20
+  // tokens (2) every length counts as equal, so the first batch of four is call A's four
+  // items in arrival order, not the four closest to 20 tokens from both calls.
+  BatchPolicy policy{4, absl::ZeroDuration(), 100, 0};
+  policy.similar_cost_fraction = 0.125;
+  BatchQueue queue(policy);
+  Outcome a, b;
+  auto call_a = MakeCall(std::vector<std::string>(4, "x"), &a);
+  auto call_b = MakeCall(std::vector<std::string>(4, "x"), &b);
+  const absl::Time t = absl::Now();
+  const int costs_a[] = {20, 18, 21, 19}, costs_b[] = {19, 20, 18, 21};
+  for (int i = 0; i < 4; ++i) REQUIRE(queue.Push({call_a, i, costs_a[i], t}));
+  for (int i = 0; i < 4; ++i) REQUIRE(queue.Push({call_b, i, costs_b[i], t}));
+  std::vector<QueuedItem> skipped;
+  std::vector<QueuedItem> first = queue.TakeBatch(t, &skipped);
+  REQUIRE(first.size() == 4);
+  for (int i = 0; i < 4; ++i) {
+    CHECK(first[i].call == call_a);
+    CHECK(first[i].index == i);
+  }
+  // With the fraction at 0 the closest lengths come first and take call B's 20 before call
+  // A's 18: the two calls would both wait for the second batch.
+  policy.similar_cost_fraction = 0;
+  BatchQueue closest(policy);
+  for (int i = 0; i < 4; ++i) REQUIRE(closest.Push({call_a, i, costs_a[i], t}));
+  for (int i = 0; i < 4; ++i) REQUIRE(closest.Push({call_b, i, costs_b[i], t}));
+  std::vector<QueuedItem> mixed = closest.TakeBatch(t, &skipped);
+  REQUIRE(mixed.size() == 4);
+  CHECK(std::any_of(mixed.begin(), mixed.end(),
+                    [&](const QueuedItem& item) { return item.call == call_b; }));
 }
 
 TEST_CASE("a full queue refuses at once with RESOURCE_EXHAUSTED") {
