@@ -1,11 +1,18 @@
 # The two commands: `make run` (install, build, serve the demo model) and `make test`
 # (install, build, run every test). Other targets are steps of those.
 BUILD ?= build
-JOBS ?= $(shell nproc)
+JOBS ?= $(shell nproc 2>/dev/null || sysctl -n hw.ncpu)
 SOCKET ?= /tmp/embedserve.sock
 TCP ?= 127.0.0.1:50051
 MODEL ?= demo=tests/data/openclip-reference/model
 CMAKE_FLAGS ?=
+# macOS: Homebrew's prefix (libtorch's TorchConfig under share/cmake, keg-only icu4c@78,
+# openssl@3 and curl) and the Catch2 v2 that scripts/install-deps puts in build/tools.
+ifeq ($(shell uname -s),Darwin)
+BREW := $(shell brew --prefix 2>/dev/null)
+CMAKE_FLAGS += -DCMAKE_PREFIX_PATH="$(BREW);$(BREW)/opt/icu4c@78;$(BREW)/opt/openssl@3;$(BREW)/opt/curl;$(CURDIR)/build/tools/catch2"
+export PKG_CONFIG_PATH := $(BREW)/opt/icu4c@78/lib/pkgconfig:$(BREW)/opt/openssl@3/lib/pkgconfig:$(BREW)/opt/curl/lib/pkgconfig:$(PKG_CONFIG_PATH)
+endif
 FUZZ_SECONDS ?= 20
 
 .PHONY: run test deps build configure lint clean fuzz test-asan test-tsan ci

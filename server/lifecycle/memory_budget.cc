@@ -6,6 +6,10 @@
 #include <fstream>
 #include <optional>
 
+#if defined(__APPLE__)
+#include <mach/mach.h>
+#endif
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "server/metrics/device_memory.h"
@@ -63,13 +67,28 @@ int64_t MemoryBudget::used() const {
 
 namespace {
 
+// Memory the host can give without swapping: Linux's MemAvailable; on macOS the free,
+// inactive and purgeable pages (what Activity Monitor counts as reclaimable).
 int64_t MemAvailableBytes() {
+#if defined(__APPLE__)
+  vm_statistics64_data_t stats;
+  mach_msg_type_number_t count = HOST_VM_INFO64_COUNT;
+  if (host_statistics64(mach_host_self(), HOST_VM_INFO64, reinterpret_cast<host_info64_t>(&stats),
+                        &count) != KERN_SUCCESS) {
+    return 0;
+  }
+  vm_size_t page = 0;
+  if (host_page_size(mach_host_self(), &page) != KERN_SUCCESS) return 0;
+  return static_cast<int64_t>(stats.free_count + stats.inactive_count + stats.purgeable_count) *
+         static_cast<int64_t>(page);
+#else
   std::ifstream in("/proc/meminfo");
   for (std::string line; std::getline(in, line);) {
     long long kb = 0;
     if (std::sscanf(line.c_str(), "MemAvailable: %lld kB", &kb) == 1) return kb * 1024;
   }
   return 0;
+#endif
 }
 
 int64_t CudaFreeBytes(const std::string& device) {

@@ -11,6 +11,9 @@
 #if defined(__aarch64__) && defined(__linux__)
 #include <sys/auxv.h>
 #endif
+#if defined(__APPLE__)
+#include <sys/sysctl.h>
+#endif
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_join.h"
@@ -19,7 +22,26 @@
 namespace embedserve::models {
 namespace {
 
+#if defined(__APPLE__)
+// A sysctl string ("" if absent) or integer (0 if absent).
+std::string SysctlString(const char* name) {
+  char value[256] = {};
+  size_t size = sizeof(value) - 1;
+  if (sysctlbyname(name, value, &size, nullptr, 0) != 0) return "";
+  return std::string(value);
+}
+int SysctlInt(const char* name) {
+  int value = 0;
+  size_t size = sizeof(value);
+  if (sysctlbyname(name, &value, &size, nullptr, 0) != 0) return 0;
+  return value;
+}
+#endif
+
 std::string ReadModelName() {
+#if defined(__APPLE__)
+  return SysctlString("machdep.cpu.brand_string");  // "Apple M2 Pro"
+#endif
   std::ifstream in("/proc/cpuinfo");
   std::string line;
   while (std::getline(in, line)) {
@@ -93,6 +115,8 @@ CpuFeatures DetectCpuFeatures() {
 #define HWCAP2_BF16 (1 << 14)
 #endif
   f.arm_bf16 = getauxval(AT_HWCAP2) & HWCAP2_BF16;
+#elif defined(__aarch64__) && defined(__APPLE__)
+  f.arm_bf16 = SysctlInt("hw.optional.arm.FEAT_BF16") != 0;  // M2 and later
 #endif
   return f;
 }

@@ -71,6 +71,13 @@ absl::StatusOr<DtypeChoice> ChooseServingDtype(const std::string& requested,
                                                  ".x has no native bfloat16; float16")};
     }
     case DeviceKind::kMps:
+      if (dtype == "bfloat16" && context.macos_major < 14) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "dtype bfloat16: MPS runs bfloat16 from macOS 14 on; this is ",
+            context.macos_major > 0 ? absl::StrCat("macOS ", context.macos_major)
+                                    : std::string("a macOS of unknown version"),
+            ". Serve float16 (--dtype float16, or auto) or float32"));
+      }
       if (dtype != "auto") return DtypeChoice{dtype, absl::StrCat("requested (--dtype ", dtype, ")")};
       return DtypeChoice{"float16", "auto: float16 on MPS (Metal's native half precision)"};
     case DeviceKind::kCpu:

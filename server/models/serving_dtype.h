@@ -26,6 +26,7 @@ struct DtypeContext {
   // Measures bfloat16 against float32 on this CPU; called only when CPUID does not settle it.
   std::function<CpuMatmulRates()> measure_cpu;
   int cuda_compute_major = 0;  // the CUDA device's compute capability (8 = Ampere)
+  int macos_major = 0;         // MPS: the macOS major version (bfloat16 needs 14); 0 unknown
 };
 
 struct DtypeChoice {
@@ -39,7 +40,8 @@ inline constexpr double kFastBfloat16Fraction = 0.8;
 
 // `requested`: "auto", "float32"/"fp32", "bfloat16"/"bf16", "float16"/"fp16"/"half".
 // On a CPU without fast bfloat16, an explicit "bfloat16" is refused (INVALID_ARGUMENT with
-// the measured cost and the alternative) unless `allow_slow_bfloat16`.
+// the measured cost and the alternative) unless `allow_slow_bfloat16`; on MPS before macOS
+// 14 (which added bfloat16 to Metal), an explicit "bfloat16" is refused naming the version.
 absl::StatusOr<DtypeChoice> ChooseServingDtype(const std::string& requested,
                                                const DtypeContext& context,
                                                bool allow_slow_bfloat16);

@@ -9,6 +9,7 @@
 #include <catch2/catch.hpp>
 
 #include "server/models/cpu_features.h"
+#include "server/models/device_choice.h"
 #include "server/models/serving_dtype.h"
 
 using namespace embedserve::models;
@@ -151,6 +152,65 @@ TEST_CASE("accelerators: auto is bfloat16 on CUDA 8+, float16 before and on MPS"
   auto apple = ChooseServingDtype("auto", mps, false);
   REQUIRE(apple.ok());
   CHECK(apple->dtype == "float16");
+}
+
+TEST_CASE("MPS: bfloat16 needs macOS 14, said with the version found") {
+  DtypeContext mps;
+  mps.device = DeviceKind::kMps;
+  mps.macos_major = 13;
+  auto ventura = ChooseServingDtype("bf16", mps, false);
+  CHECK(ventura.status().code() == absl::StatusCode::kInvalidArgument);
+  CHECK_THAT(std::string(ventura.status().message()), Catch::Contains("this is macOS 13"));
+  CHECK_THAT(std::string(ventura.status().message()), Catch::Contains("float16"));
+  // Even --allow-slow-bfloat16 does not make Metal run it.
+  CHECK_FALSE(ChooseServingDtype("bfloat16", mps, true).ok());
+  mps.macos_major = 0;
+  CHECK_THAT(std::string(ChooseServingDtype("bfloat16", mps, false).status().message()),
+             Catch::Contains("unknown version"));
+  mps.macos_major = 14;
+  auto sonoma = ChooseServingDtype("bfloat16", mps, false);
+  REQUIRE(sonoma.ok());
+  CHECK(sonoma->dtype == "bfloat16");
+  auto full = ChooseServingDtype("float32", mps, false);
+  REQUIRE(full.ok());
+  CHECK(full->dtype == "float32");
+}
+
+TEST_CASE("device auto: CUDA, then MPS, then the CPU; each refusal names what is missing") {
+  DeviceAvailability none;
+  DeviceAvailability two_gpus;
+  two_gpus.cuda_devices = 2;
+  DeviceAvailability mac;
+  mac.mps_built = mac.mps_available = true;
+  DeviceAvailability mps_build_without_metal;
+  mps_build_without_metal.mps_built = true;
+  DeviceAvailability both = two_gpus;
+  both.mps_built = both.mps_available = true;
+
+  CHECK(ChooseDevice("auto", none) == "cpu");
+  CHECK(ChooseDevice("auto", two_gpus) == "cuda:0");
+  CHECK(ChooseDevice("auto", mac) == "mps");
+  CHECK(ChooseDevice("AUTO", mps_build_without_metal) == "cpu");
+  CHECK(ChooseDevice("auto", both) == "cuda:0");
+  CHECK(ChooseDevice("MPS", none) == "mps");  // explicit: returned, judged by CheckDevice
+
+  CHECK(CheckDevice("cpu", none).ok());
+  CHECK(CheckDevice("mps", mac).ok());
+  CHECK(CheckDevice("cuda:1", two_gpus).ok());
+  CHECK(CheckDevice("cuda", two_gpus).ok());
+
+  const absl::Status no_build = CheckDevice("mps", none);
+  CHECK(no_build.code() == absl::StatusCode::kFailedPrecondition);
+  CHECK_THAT(std::string(no_build.message()), Catch::Contains("this libtorch build has no MPS"));
+  const absl::Status no_metal = CheckDevice("mps", mps_build_without_metal);
+  CHECK(no_metal.code() == absl::StatusCode::kFailedPrecondition);
+  CHECK_THAT(std::string(no_metal.message()), Catch::Contains("no Metal device"));
+  CHECK_THAT(std::string(CheckDevice("cuda:2", two_gpus).message()),
+             Catch::Contains("only 2 CUDA devices"));
+  CHECK_THAT(std::string(CheckDevice("cuda", mac).message()), Catch::Contains("no CUDA device"));
+  CHECK(CheckDevice("cuda:x", two_gpus).code() == absl::StatusCode::kInvalidArgument);
+  CHECK(CheckDevice("cuda:-1", two_gpus).code() == absl::StatusCode::kInvalidArgument);
+  CHECK(CheckDevice("tpu", both).code() == absl::StatusCode::kInvalidArgument);
 }
 
 TEST_CASE("float16 on CPU and unknown names are refused, naming what works") {

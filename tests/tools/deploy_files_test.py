@@ -4,6 +4,7 @@ binary's --help, the unix socket lives on a volume every client container mounts
 gRPC health, and the Dockerfiles build with the same install script CI runs.
 Usage: deploy_files_test.py EMBEDSERVE_BINARY REPO_ROOT"""
 import os
+import plistlib
 import re
 import subprocess
 import sys
@@ -89,6 +90,28 @@ for manifest in ("sidecar.yaml", "shared-service.yaml"):
                 env = {e["name"]: e.get("value") for e in c.get("env", [])}
                 check(env.get("EMBEDSERVE_TARGET", "").startswith("unix:" + sock_dir),
                       f"{manifest}: {name} does not target the socket")
+
+# A Mac: the server runs natively (launchd), the clients in Docker reach it over TCP with a
+# bearer token.
+mac = yaml.safe_load(open(os.path.join(root, "docker/docker-compose.mac.yml")))
+check("embedserve" not in mac["services"], "compose (mac): runs an embedserve container")
+for name in ("api", "worker"):
+    env = mac["services"][name]["environment"]
+    check(env["EMBEDSERVE_TARGET"].endswith("host.docker.internal:50051}"),
+          f"compose (mac): {name} targets {env['EMBEDSERVE_TARGET']}")
+    check(env.get("EMBEDSERVE_TOKEN", "").startswith("${EMBEDSERVE_TOKEN"),
+          f"compose (mac): {name} takes no token from the environment")
+plist = plistlib.load(open(os.path.join(root, "docker/macos/com.embedserve.server.plist"), "rb"))
+args = plist["ProgramArguments"]
+check(args[0].endswith("/embedserve"), "plist: does not run the embedserve binary")
+for flag in flags_of(args[1:]):
+    check(flag in known_flags, f"plist: embedserve flag {flag} is not in --help")
+check(args[args.index("--device") + 1] == "mps", "plist: not on the MPS device")
+tcp = [args[i + 1] for i, a in enumerate(args) if a == "--listen" and not args[i + 1].startswith("unix:")]
+check(tcp and tcp[0].endswith(":50051"), "plist: no TCP listener for the containers")
+check("--auth-token-file" in args, "plist: TCP without a bearer token")
+plist_drain = int(args[args.index("--drain-timeout-s") + 1])
+check(plist["ExitTimeOut"] > plist_drain, "plist: ExitTimeOut <= the drain deadline")
 
 # Dockerfiles build with the script CI runs.
 for dockerfile in ("Dockerfile", "Dockerfile.cuda"):
