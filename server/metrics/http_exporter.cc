@@ -1,22 +1,33 @@
-// The /metrics HTTP endpoint: accept, read one request (bounded), answer, close.
+// The /metrics endpoint on cpp-httplib.
 #include "server/metrics/http_exporter.h"
 
-#include <arpa/inet.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <poll.h>
-#include <sys/socket.h>
-#include <unistd.h>
+#include <httplib.h>
 
-#include <cerrno>
-#include <cstring>
+#include <algorithm>
+#include <thread>
 
-#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "server/metrics/metrics.h"
 
 namespace embedserve::metrics {
+namespace {
+
+// Workers serving connections: an idle connection holds one until its read timeout, so this
+// many idle connections delay a scrape by at most kReadTimeoutS.
+constexpr size_t kWorkers = 32;
+constexpr time_t kReadTimeoutS = 1;
+constexpr time_t kWriteTimeoutS = 5;
+constexpr time_t kKeepAliveS = 2;
+// A scrape is a GET: no body worth reading.
+constexpr size_t kMaxBodyBytes = 4096;
+
+}  // namespace
+
+struct HttpExporter::Server {
+  httplib::Server http;
+  std::thread thread;
+};
 
 absl::StatusOr<std::unique_ptr<HttpExporter>> HttpExporter::Start(const std::string& address,
                                                                   Registry* registry) {
@@ -29,79 +40,42 @@ absl::StatusOr<std::unique_ptr<HttpExporter>> HttpExporter::Start(const std::str
   }
   std::string host = address.substr(0, colon);
   if (host.size() >= 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-  addrinfo* found = nullptr;
-  if (getaddrinfo(host.empty() ? nullptr : host.c_str(), std::to_string(port).c_str(), &hints,
-                  &found) != 0 || found == nullptr) {
-    return absl::InvalidArgumentError(absl::StrCat("--metrics-listen: cannot resolve '", host, "'"));
-  }
-  const int fd = socket(found->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  const int one = 1;
-  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  if (fd < 0 || bind(fd, found->ai_addr, found->ai_addrlen) != 0 || listen(fd, 16) != 0) {
-    const std::string error = std::strerror(errno);
-    freeaddrinfo(found);
-    if (fd >= 0) close(fd);
-    return absl::UnavailableError(absl::StrCat("--metrics-listen ", address, ": ", error));
-  }
-  freeaddrinfo(found);
-  sockaddr_storage bound{};
-  socklen_t len = sizeof bound;
-  getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &len);
+  if (host.empty()) host = "0.0.0.0";
+
   std::unique_ptr<HttpExporter> exporter(new HttpExporter());
-  exporter->registry_ = registry;
-  exporter->listen_fd_ = fd;
-  exporter->port_ = ntohs(bound.ss_family == AF_INET6
-                              ? reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port
-                              : reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
-  exporter->thread_ = std::thread([e = exporter.get()] { e->Serve(); });
+  exporter->server_ = std::make_unique<Server>();
+  httplib::Server& http = exporter->server_->http;
+  http.new_task_queue = [] { return new httplib::ThreadPool(kWorkers); };
+  http.set_read_timeout(kReadTimeoutS, 0);
+  http.set_write_timeout(kWriteTimeoutS, 0);
+  http.set_keep_alive_timeout(kKeepAliveS);
+  http.set_payload_max_length(kMaxBodyBytes);
+  http.Get("/metrics", [registry](const httplib::Request&, httplib::Response& response) {
+    response.set_content(registry->Render(), "text/plain; version=0.0.4; charset=utf-8");
+  });
+  http.set_error_handler([](const httplib::Request&, httplib::Response& response) {
+    if (response.status == 404) {
+      response.set_content("not found: try GET /metrics\n", "text/plain; charset=utf-8");
+    }
+  });
+  if (port == 0) {
+    port = http.bind_to_any_port(host);
+    if (port < 0) {
+      return absl::UnavailableError(absl::StrCat("--metrics-listen ", address, ": cannot bind"));
+    }
+  } else if (!http.bind_to_port(host, port)) {
+    return absl::UnavailableError(
+        absl::StrCat("--metrics-listen ", address, ": cannot bind (in use, or no such address)"));
+  }
+  exporter->port_ = port;
+  exporter->server_->thread = std::thread([&http] { http.listen_after_bind(); });
   return exporter;
 }
 
 HttpExporter::~HttpExporter() {
-  stopping_ = true;
-  if (thread_.joinable()) thread_.join();
-  if (listen_fd_ >= 0) close(listen_fd_);
-}
-
-void HttpExporter::Serve() {
-  while (!stopping_) {
-    pollfd p{listen_fd_, POLLIN, 0};
-    if (poll(&p, 1, 200) <= 0) continue;
-    const int client = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
-    if (client < 0) continue;
-    timeval timeout{2, 0};
-    setsockopt(client, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
-    // Read the request head (bounded to 8 KiB); only the request line matters.
-    std::string head;
-    char buffer[2048];
-    while (head.size() < 8192 && head.find("\r\n\r\n") == std::string::npos) {
-      const ssize_t n = recv(client, buffer, sizeof buffer, 0);
-      if (n <= 0) break;
-      head.append(buffer, static_cast<size_t>(n));
-    }
-    std::string status = "404 Not Found";
-    std::string body = "not found: try GET /metrics\n";
-    std::string type = "text/plain; charset=utf-8";
-    if (absl::StartsWith(head, "GET /metrics ") || absl::StartsWith(head, "GET /metrics?")) {
-      status = "200 OK";
-      body = registry_->Render();
-      type = "text/plain; version=0.0.4; charset=utf-8";
-    }
-    const std::string response =
-        absl::StrCat("HTTP/1.1 ", status, "\r\nContent-Type: ", type, "\r\nContent-Length: ",
-                     body.size(), "\r\nConnection: close\r\n\r\n", body);
-    size_t sent = 0;
-    while (sent < response.size()) {
-      const ssize_t n = send(client, response.data() + sent, response.size() - sent, MSG_NOSIGNAL);
-      if (n <= 0) break;
-      sent += static_cast<size_t>(n);
-    }
-    close(client);
-  }
+  if (!server_) return;
+  server_->http.stop();
+  if (server_->thread.joinable()) server_->thread.join();
 }
 
 }  // namespace embedserve::metrics

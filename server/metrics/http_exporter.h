@@ -1,11 +1,10 @@
-// A minimal HTTP/1.1 endpoint serving GET /metrics (Prometheus text format) from one
-// background thread. Off unless --metrics-listen is given; binds where told.
+// The /metrics HTTP endpoint (Prometheus text format) on cpp-httplib: a small worker pool,
+// read and keep-alive timeouts, bounded request heads and bodies, so idle or slow
+// connections cannot hold a scrape up. Off unless --metrics-listen is given; binds where told.
 #pragma once
 
-#include <atomic>
 #include <memory>
 #include <string>
-#include <thread>
 
 #include "absl/status/statusor.h"
 
@@ -13,24 +12,22 @@ namespace embedserve::metrics {
 
 class Registry;
 
-// Thread-safe to destroy from any thread; the destructor stops the thread.
+// Thread-safe to destroy from any thread; the destructor stops the server and its threads.
 class HttpExporter {
  public:
-  // `address` is "HOST:PORT" (port 0 picks one). Requests other than GET /metrics get 404.
+  // `address` is "HOST:PORT" (port 0 picks one; "[::1]:PORT" for IPv6). GET /metrics
+  // answers the registry; anything else gets 404.
   static absl::StatusOr<std::unique_ptr<HttpExporter>> Start(const std::string& address,
                                                              Registry* registry);
   ~HttpExporter();
   int port() const { return port_; }
 
  private:
+  struct Server;
   HttpExporter() = default;
-  void Serve();
 
-  Registry* registry_ = nullptr;
-  int listen_fd_ = -1;
+  std::unique_ptr<Server> server_;
   int port_ = 0;
-  std::atomic<bool> stopping_{false};
-  std::thread thread_;
 };
 
 }  // namespace embedserve::metrics

@@ -221,7 +221,11 @@ std::string HttpGet(int port, const std::string& path) {
     close(fd);
     return "";
   }
-  const std::string request = "GET " + path + " HTTP/1.1\r\nHost: x\r\n\r\n";
+  // A scrape gives up after 10 s, as Prometheus' default scrape timeout does.
+  timeval timeout{10, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+  const std::string request =
+      "GET " + path + " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
   send(fd, request.data(), request.size(), 0);
   std::string response;
   char buffer[4096];
@@ -256,6 +260,29 @@ TEST_CASE("Prometheus metrics count calls by method, model and code") {
       "embedserve_request_seconds_count{method=\"Embed\",model=\"unknown\"} 3"));
   CHECK_THAT(page, !Catch::Contains("nope"));
   CHECK_THAT(HttpGet(metrics_port, "/other"), Catch::StartsWith("HTTP/1.1 404"));
+}
+
+TEST_CASE("idle connections to /metrics do not hold up a scrape") {
+  // Issue 19: one connection at a time with a 2 s wait made 64 idle connections time a
+  // scrape out. Now idle connections wait on a pool with a short read timeout.
+  const int metrics_port = embedserve::testing::FreeTcpPort();
+  ServerProcess server({"--metrics-listen", "127.0.0.1:" + std::to_string(metrics_port)});
+  REQUIRE(server.healthy());
+  std::vector<int> idle;
+  for (int i = 0; i < 64; ++i) {
+    const int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<uint16_t>(metrics_port));
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+    idle.push_back(fd);  // connected, sends nothing
+  }
+  CHECK_THAT(HttpGet(metrics_port, "/metrics"), Catch::StartsWith("HTTP/1.1 200 OK"));
+  // A request head over the limit is refused, not buffered without end.
+  CHECK_THAT(HttpGet(metrics_port, "/metrics?" + std::string(20000, 'a')),
+             Catch::StartsWith("HTTP/1.1 414"));
+  for (const int fd : idle) close(fd);
 }
 
 namespace {
