@@ -1,8 +1,9 @@
 """The Python baseline for clip_forward_bench: OpenCLIP's ViT image tower as the OpenCLIP
-package builds it (nn.MultiheadAttention, LayerNorm, GELU, class token, ln_post, proj), in
-PyTorch from Debian (python3-torch 1.13, the same libtorch and OpenBLAS the server links),
-random weights, float32. The open_clip package itself is not installable here (no PyPI);
-this is its compute graph. Prints images/s at batch 1, 8, 32 (median of --reps) for torch's
+package builds it (nn.MultiheadAttention, LayerNorm, GELU or QuickGELU, class token, ln_post,
+proj), in PyTorch from Debian (python3-torch 1.13, the same libtorch and OpenBLAS the server
+links), random weights, float32. The open_clip package itself is not installable here (no
+PyPI); this is its compute graph (tests/tools/openclip_reference.py loads checkpoints into
+it). Prints images/s at batch 1, 8, 32 (median of --reps) for torch's
 default threads and for the best setting found for float32 (1 torch thread over OpenBLAS).
 
   /usr/bin/python3 benchmarks/openclip_torch_baseline.py [--reps 5]
@@ -18,13 +19,21 @@ import torch
 from torch import nn
 
 
+class QuickGELU(nn.Module):
+    """OpenCLIP's QuickGELU (the -quickgelu architectures): x * sigmoid(1.702 x)."""
+
+    def forward(self, x):
+        return x * torch.sigmoid(1.702 * x)
+
+
 class Block(nn.Module):
-    def __init__(self, width, heads, mlp):
+    def __init__(self, width, heads, mlp, quick_gelu=False):
         super().__init__()
         self.ln_1 = nn.LayerNorm(width)
         self.attn = nn.MultiheadAttention(width, heads)  # OpenCLIP: batch_first=False
         self.ln_2 = nn.LayerNorm(width)
-        self.mlp = nn.Sequential(nn.Linear(width, mlp), nn.GELU(), nn.Linear(mlp, width))
+        act = QuickGELU() if quick_gelu else nn.GELU()
+        self.mlp = nn.Sequential(nn.Linear(width, mlp), act, nn.Linear(mlp, width))
 
     def forward(self, x):
         y = self.ln_1(x)
@@ -33,14 +42,16 @@ class Block(nn.Module):
 
 
 class VisionTower(nn.Module):
-    def __init__(self, image=224, patch=32, width=768, layers=12, heads=12, embed=512):
+    def __init__(self, image=224, patch=32, width=768, layers=12, heads=12, embed=512,
+                 quick_gelu=False):
         super().__init__()
         grid = image // patch
         self.conv1 = nn.Conv2d(3, width, patch, patch, bias=False)
         self.class_embedding = nn.Parameter(torch.randn(width) * 0.02)
         self.positional_embedding = nn.Parameter(torch.randn(grid * grid + 1, width) * 0.01)
         self.ln_pre = nn.LayerNorm(width)
-        self.blocks = nn.ModuleList([Block(width, heads, 4 * width) for _ in range(layers)])
+        self.blocks = nn.ModuleList(
+            [Block(width, heads, 4 * width, quick_gelu) for _ in range(layers)])
         self.ln_post = nn.LayerNorm(width)
         self.proj = nn.Parameter(torch.randn(width, embed) * width ** -0.5)
 

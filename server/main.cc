@@ -1,17 +1,21 @@
 // embedserve: the daemon's entry point. Parses flags (command line, EMBEDSERVE_* environment
 // variables, or a config file), starts the listeners, loads and warms the models, serves,
 // and drains gracefully on SIGTERM/SIGINT.
-#include <malloc.h>
 #include <signal.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstdio>
 
+#if defined(__GLIBC__)
+#include <malloc.h>  // malloc_trim: glibc keeps freed heap pages; macOS's allocator does not
+#endif
+
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <string>
 #include <algorithm>
@@ -29,6 +33,8 @@
 #include "server/metrics/http_exporter.h"
 #include "server/metrics/metrics.h"
 #include "server/model_loader.h"
+#include "server/openclip_source.h"
+#include "server/models/colpali/colpali_config.h"
 #include "server/models/cpu_features.h"
 #include "server/sources/hf_hub.h"
 #include "server/pipeline/pipeline.h"
@@ -47,6 +53,7 @@ struct Flags {
   std::string socket_mode = "0660";
   std::string socket_group;
   std::vector<std::string> models;
+  std::vector<std::string> colpali_prompts;  // PROFILE or NAME=PROFILE
   std::string device = "auto";
   std::string dtype = "float32";
   int threads = 0;
@@ -113,8 +120,14 @@ int Run(int argc, char** argv) {
       ->envname("EMBEDSERVE_SOCKET_MODE")->capture_default_str();
   app.add_option("--socket-group", f.socket_group, "Group owning unix sockets (default: the process's group)")
       ->envname("EMBEDSERVE_SOCKET_GROUP");
-  app.add_option("--model", f.models, "A model to serve: NAME=DIRECTORY or NAME=hf:ORG/REPO[@REVISION] (Hugging Face cache, downloaded if missing), repeatable")
+  app.add_option("--model", f.models, "A model to serve: NAME=DIRECTORY, NAME=hf:ORG/REPO[@REVISION] (Hugging Face cache, downloaded if missing) or NAME=openclip:ARCH/TAG (open_clip's pretrained tag: the shipped ARCH config, only the weights from the tag's hub repo), repeatable")
       ->envname("EMBEDSERVE_MODEL")->delimiter(',');
+  app.add_option("--colpali-prompt", f.colpali_prompts,
+                 "ColPali prompt profile, PROFILE for every ColPali model or NAME=PROFILE for one "
+                 "(repeatable): transformers, colpali-engine (the newest), colpali-engine-X.Y.Z. "
+                 "Default by checkpoint: transformers for transformers' -hf checkpoints, the newest "
+                 "colpali-engine construction for colpali-engine's (adapters, -merged, bases)")
+      ->envname("EMBEDSERVE_COLPALI_PROMPT")->delimiter(',');
   app.add_option("--device", f.device, "auto|cpu|cuda[:N]|mps (auto: CUDA, then MPS, then CPU)")
       ->envname("EMBEDSERVE_DEVICE")->capture_default_str();
   app.add_option("--dtype", f.dtype,
@@ -231,6 +244,21 @@ int Run(int argc, char** argv) {
     }
     model_args.push_back({parts[0], parts[1]});
   }
+  std::string colpali_prompt_all;
+  std::map<std::string, std::string> colpali_prompt_by_name;
+  for (const std::string& spec : f.colpali_prompts) {
+    std::vector<std::string> parts = absl::StrSplit(spec, absl::MaxSplits('=', 1));
+    const std::string& profile = parts.back();
+    if (absl::Status s = models::colpali::ParsePromptProfile(profile).status(); !s.ok()) {
+      std::fprintf(stderr, "--colpali-prompt: %s\n", std::string(s.message()).c_str());
+      return 2;
+    }
+    if (parts.size() == 2) {
+      colpali_prompt_by_name[parts[0]] = profile;
+    } else {
+      colpali_prompt_all = profile;
+    }
+  }
   int socket_mode = 0;
   try {
     socket_mode = std::stoi(f.socket_mode, nullptr, 8);
@@ -276,12 +304,20 @@ int Run(int argc, char** argv) {
   lifecycle::ModelHooks hooks;
   // A plain directory passes through; hf:ORG/REPO[@REV] is found in (or downloaded into)
   // the Hugging Face hub cache.
-  hooks.resolve = [](const std::string& spec) { return sources::ResolveModelSource(spec); };
+  hooks.resolve = [](const std::string& spec) { return ResolveModelSpec(spec); };
   // EstimateModelBytes detects the family itself (its error when `dir` is no family's).
   hooks.estimate = [dtype = f.dtype, device = settings.device](const std::string& dir) {
     return EstimateModelBytes(dir, dtype, device);
   };
   hooks.load = [settings](const std::string& dir) { return LoadModel(dir, settings); };
+  // Per-model options (the ColPali prompt profile) by the model's name.
+  hooks.load_named = [settings, colpali_prompt_all, colpali_prompt_by_name](
+                         const std::string& name, const std::string& dir) {
+    models::RuntimeOptions options = settings;
+    auto it = colpali_prompt_by_name.find(name);
+    options.colpali_prompt_profile = it != colpali_prompt_by_name.end() ? it->second : colpali_prompt_all;
+    return LoadModel(dir, options);
+  };
   hooks.is_model_dir = [](const std::string& dir) { return DetectFamily(dir).ok(); };
   const int64_t budget_bytes = f.memory_budget_mb < 0 ? lifecycle::DefaultMemoryBudgetBytes(settings.device)
                                                       : f.memory_budget_mb << 20;
@@ -466,7 +502,11 @@ int Run(int argc, char** argv) {
   // freed inside glibc's heaps is otherwise kept and RSS creeps (soak_bench).
   absl::Notification stop_trimming;
   std::thread trimmer([&stop_trimming] {
-    while (!stop_trimming.WaitForNotificationWithTimeout(absl::Seconds(30))) malloc_trim(0);
+    while (!stop_trimming.WaitForNotificationWithTimeout(absl::Seconds(30))) {
+#if defined(__GLIBC__)
+      malloc_trim(0);
+#endif
+    }
   });
 
   signal_thread.join();

@@ -1,28 +1,32 @@
 // Family detection, weight estimates and loading, through the family registry.
 #include "server/model_loader.h"
 
+#include <cstdlib>
 #include <filesystem>
 
 #include <nlohmann/json.hpp>
 #include <ATen/Context.h>
 #include <torch/cuda.h>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "common/log.h"
 #include "server/models/config_json.h"
 #include "server/models/cpu_features.h"
+#include "server/models/device_choice.h"
+#include "server/models/torch_util.h"
 #include "server/models/registry.h"
 #include "server/weights/safetensors.h"
 #include "server/models/serving_dtype.h"
+#include "server/openclip_source.h"
+#include "server/sources/hf_hub.h"
 
 namespace embedserve {
 
 std::string ResolveDevice(const std::string& requested) {
-  if (requested != "auto") return requested;
-  if (torch::cuda::is_available()) return "cuda:0";
-  if (at::hasMPS()) return "mps";
-  return "cpu";
+  return models::ChooseDevice(requested, models::HostDeviceAvailability());
 }
 
 namespace {
@@ -66,6 +70,7 @@ absl::StatusOr<int64_t> EstimateModelBytes(const std::string& dir, const std::st
   namespace fs = std::filesystem;
   const int64_t float_size = models::ServingFloatBytes(dtype, models::HostCpuFeatures(),
                                                        /*on_cpu=*/device == "cpu");
+  if (IsOpenClipPretrainedLocator(dir)) return EstimateOpenClipPretrained(dir, float_size);
   auto weigh = [float_size](const weights::TensorArchive& archive) {
     int64_t total = 0;
     for (const auto& file : archive.files()) {
@@ -85,6 +90,15 @@ absl::StatusOr<int64_t> EstimateModelBytes(const std::string& dir, const std::st
   int64_t total = 0;
   bool found = false;
   for (const std::string& base : (*family)->weight_files) {
+    if (absl::EndsWith(base, ".bin")) {
+      // A torch.save checkpoint: its size, without reading it (converting it to weigh it
+      // would cost as much as loading it); its tensors are stored in their saved dtype.
+      const uintmax_t size = fs::file_size(fs::path(dir) / base, ec);
+      if (ec) continue;
+      total += static_cast<int64_t>(size);
+      found = true;
+      break;
+    }
     if (!fs::exists(fs::path(dir) / base, ec) &&
         !fs::exists(fs::path(dir) / absl::StrCat(base, ".index.json"), ec)) {
       continue;
@@ -122,11 +136,33 @@ absl::StatusOr<int64_t> EstimateModelBytes(const std::string& dir, const std::st
   return total;
 }
 
+std::function<absl::StatusOr<std::string>(const std::string& repo_id)> DefaultBaseModelResolver() {
+  return [](const std::string& repo_id) -> absl::StatusOr<std::string> {
+    if (const char* dirs = std::getenv("EMBEDSERVE_BASE_MODEL_DIRS"); dirs != nullptr) {
+      for (absl::string_view entry : absl::StrSplit(dirs, ',', absl::SkipWhitespace())) {
+        std::vector<std::string> parts = absl::StrSplit(entry, absl::MaxSplits('=', 1));
+        if (parts.size() == 2 && parts[0] == repo_id) {
+          std::error_code ec;
+          if (!std::filesystem::is_directory(parts[1], ec)) {
+            return absl::NotFoundError(absl::StrCat("EMBEDSERVE_BASE_MODEL_DIRS names ", parts[1],
+                                                    " for ", repo_id, ", which is not a directory"));
+          }
+          return parts[1];
+        }
+      }
+    }
+    return sources::ResolveModelSource(absl::StrCat("hf:", repo_id));
+  };
+}
+
 absl::StatusOr<std::unique_ptr<models::Model>> LoadModel(const std::string& dir,
                                                          const models::RuntimeOptions& options) {
+  if (IsOpenClipPretrainedLocator(dir)) return LoadOpenClipPretrainedLocator(dir, options);
   absl::StatusOr<const models::ModelFamily*> family = FindFamily(dir);
   if (!family.ok()) return family.status();
-  absl::StatusOr<std::unique_ptr<models::Model>> model = (*family)->load(dir, options);
+  models::RuntimeOptions with_resolver = options;
+  if (!with_resolver.resolve_base_model) with_resolver.resolve_base_model = DefaultBaseModelResolver();
+  absl::StatusOr<std::unique_ptr<models::Model>> model = (*family)->load(dir, with_resolver);
   if (model.ok()) {
     const models::ModelDescription& d = (*model)->description();
     LogEvent(LogLevel::kInfo, "model_dtype",

@@ -1,9 +1,11 @@
 // Loads a model from a directory by recognising its family from the files it holds, through
 // the family registry (server/models/registry.h): OpenCLIP (open_clip_config.json), ColPali
-// (config.json with model_type colpali).
+// (config.json with model_type colpali or colpali-engine's paligemma ColPali; adapters, whose
+// hub base is resolved here), the cross-encoder.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -30,7 +32,14 @@ absl::StatusOr<int64_t> EstimateModelBytes(const std::string& dir, const std::st
                                            const std::string& device = "cpu");
 
 // Loads and returns the model; UNIMPLEMENTED for a family this build cannot run yet.
-// `options.device` must be resolved ("cpu", "cuda:N", "mps"; see ResolveDevice).
+// `options.device` must be resolved ("cpu", "cuda:N", "mps"; see ResolveDevice). Without
+// `options.resolve_base_model`, DefaultBaseModelResolver() is used.
+// How an adapter's hub base (base_model_name_or_path "ORG/REPO") becomes a directory: the
+// directory $EMBEDSERVE_BASE_MODEL_DIRS names for it ("ORG/REPO=DIR[,ORG/REPO=DIR...]"), else
+// hf:ORG/REPO through the Hugging Face cache (sources::ResolveModelSource: offline from the
+// cache under HF_HUB_OFFLINE=1, else downloaded if missing).
+std::function<absl::StatusOr<std::string>(const std::string& repo_id)> DefaultBaseModelResolver();
+
 absl::StatusOr<std::unique_ptr<models::Model>> LoadModel(const std::string& dir,
                                                          const models::RuntimeOptions& options);
 

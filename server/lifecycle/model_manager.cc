@@ -92,7 +92,8 @@ absl::Status ModelManager::Bring(const std::string& name, const std::string& sou
   absl::StatusOr<std::shared_ptr<MemoryBudget::Hold>> hold =
       budget_->Reserve(name, *estimate, kDrainWait);
   if (!hold.ok()) return hold.status();
-  absl::StatusOr<std::unique_ptr<models::Model>> loaded = hooks_.load(*dir);
+  absl::StatusOr<std::unique_ptr<models::Model>> loaded =
+      hooks_.load_named ? hooks_.load_named(name, *dir) : hooks_.load(*dir);
   if (!loaded.ok()) {
     budget_->Release(*hold);
     return loaded.status();

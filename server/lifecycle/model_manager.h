@@ -33,6 +33,10 @@ struct ModelHooks {
   // The estimated memory of the model in a directory (errors: not a model).
   std::function<absl::StatusOr<int64_t>(const std::string& dir)> estimate;
   std::function<absl::StatusOr<std::unique_ptr<models::Model>>(const std::string& dir)> load;
+  // Like load, also given the model's name (for per-model options); used instead when set.
+  std::function<absl::StatusOr<std::unique_ptr<models::Model>>(const std::string& name,
+                                                               const std::string& dir)>
+      load_named;
   // True if a directory holds a model of a known family (for --model-dir).
   std::function<bool(const std::string& dir)> is_model_dir;
   // Health for a model name; may be set after construction (SetServingHook).

@@ -20,8 +20,9 @@ struct ModelFamily {
   std::string recognized_by;
   // True if `dir` is this family's. Reads small config files only; never loads weights.
   std::function<bool(const std::string& dir)> detect;
-  // The safetensors checkpoint the family reads, as base names in order of preference
-  // (each also found sharded, as NAME.index.json): the first present is weighed.
+  // The checkpoint the family reads, as base names in order of preference (a safetensors
+  // name is also found sharded, as NAME.index.json; a name ending in ".bin" is a torch.save
+  // file, weighed by its size): the first present is weighed.
   std::vector<std::string> weight_files;
   // Further safetensors files that add to the weights when present (a LoRA adapter).
   std::vector<std::string> extra_weight_files;

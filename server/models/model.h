@@ -50,6 +50,10 @@ struct ModelDescription {
   bool outputs_normalized = false;  // true if the model already L2-normalizes every row
   float logit_scale = 0.f;       // exp()'d CLIP logit scale; 0 if the family has none
   std::string scoring;           // "cosine" (CLIP), "maxsim" (ColPali), "cross_encoder"
+  std::string activation;        // "gelu" or "quick_gelu" (OpenCLIP); "" when not reported
+  // Where the weights were found when the source spec names them indirectly (openclip:ARCH/TAG:
+  // "REPO@SHA/FILE"); "" otherwise.
+  std::string resolved_source;
   // What the model can be asked for beyond embedding the modalities it accepts, declared by
   // its family rather than guessed from other fields.
   struct Capabilities {

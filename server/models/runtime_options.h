@@ -1,8 +1,10 @@
 // How a model is placed and run: device, serving dtype and CPU thread counts. Torch-free.
 #pragma once
 
+#include <functional>
 #include <string>
 
+#include "absl/status/statusor.h"
 #include "server/models/serving_dtype.h"
 
 namespace embedserve::models {
@@ -22,6 +24,13 @@ struct RuntimeOptions {
   // The CPU facts the dtype choice uses (features, measurement); null: this host's. Tests
   // inject other CPUs here.
   const DtypeContext* dtype_context_for_testing = nullptr;
+  // ColPali's prompt profile ("transformers", "colpali-engine", "colpali-engine-X.Y.Z"; see
+  // server/models/colpali/NOTES.md); empty: chosen by the checkpoint's kind.
+  std::string colpali_prompt_profile;
+  // Turns a hub id (ORG/REPO) that a LoRA adapter names as its base_model_name_or_path into a
+  // local directory. Null: a base must be a local directory. LoadModel (model_loader.h) sets
+  // one over the Hugging Face cache when the caller did not.
+  std::function<absl::StatusOr<std::string>(const std::string& repo_id)> resolve_base_model;
 };
 
 }  // namespace embedserve::models

@@ -10,6 +10,7 @@
 #include <new>
 #include <thread>
 
+#include <ATen/Config.h>
 #include <ATen/Context.h>
 #include <ATen/Parallel.h>
 #include <c10/core/Event.h>
@@ -23,34 +24,32 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "server/weights/torch_bin.h"
 
 namespace embedserve::models {
 
+DeviceAvailability HostDeviceAvailability() {
+  DeviceAvailability available;
+  available.cuda_devices = torch::cuda::is_available() ? static_cast<int>(torch::cuda::device_count()) : 0;
+  available.mps_available = at::hasMPS();
+#if defined(AT_MPS_ENABLED)
+  available.mps_built = AT_MPS_ENABLED();  // libtorch 2.x says how it was built
+#else
+  available.mps_built = available.mps_available;  // 1.13 tells only the two together
+#endif
+  return available;
+}
+
 absl::StatusOr<at::Device> ParseDevice(const std::string& device) {
+  if (absl::Status usable = CheckDevice(device, HostDeviceAvailability()); !usable.ok()) {
+    return usable;
+  }
   const std::string d = absl::AsciiStrToLower(device);
+  if (d == "mps") return at::Device(at::kMPS);
   if (d == "cpu") return at::Device(at::kCPU);
-  if (d == "cuda" || absl::StartsWith(d, "cuda:")) {
-    int index = 0;
-    if (d.size() > 5 && !absl::SimpleAtoi(d.substr(5), &index)) {
-      return absl::InvalidArgumentError(absl::StrCat("device '", device, "': bad CUDA index"));
-    }
-    if (!torch::cuda::is_available()) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "device '", device, "': this libtorch build or machine has no CUDA device"));
-    }
-    if (index < 0 || index >= static_cast<int>(torch::cuda::device_count())) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "device '", device, "': only ", torch::cuda::device_count(), " CUDA devices"));
-    }
-    return at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(index));
-  }
-  if (d == "mps") {
-    if (at::hasMPS()) return at::Device(at::kMPS);
-    return absl::FailedPreconditionError("device 'mps': this libtorch build or machine has no "
-                                         "MPS backend (build on macOS with libtorch's MPS support)");
-  }
-  return absl::InvalidArgumentError(
-      absl::StrCat("device '", device, "' is not one of cpu, cuda, cuda:N, mps"));
+  int index = 0;
+  if (d.size() > 5) (void)absl::SimpleAtoi(d.substr(5), &index);  // checked above
+  return at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(index));
 }
 
 namespace {
@@ -115,6 +114,9 @@ absl::StatusOr<ServingDtype> ResolveServingDtype(const RuntimeOptions& options,
                                      : DeviceKind::kCpu;
   if (device.is_cuda() && options.dtype_context_for_testing == nullptr) {
     context.cuda_compute_major = CudaComputeMajor(device);
+  }
+  if (device.is_mps() && options.dtype_context_for_testing == nullptr) {
+    context.macos_major = HostMacosMajor();
   }
   absl::StatusOr<DtypeChoice> choice =
       ChooseServingDtype(options.dtype, context, options.allow_slow_bfloat16);
@@ -386,15 +388,13 @@ absl::StatusOr<std::unique_ptr<TensorArchive>> OpenCheckpointInDir(const std::st
   namespace fs = std::filesystem;
   std::error_code ec;
   const fs::path root(dir);
-  if (!fs::exists(root / safetensors_name, ec) &&
-      !fs::exists(root / (safetensors_name + ".index.json"), ec) &&
-      fs::exists(root / bin_name, ec)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        dir, ": only ", bin_name, " is present; embedserve reads safetensors (", safetensors_name,
-        "), as the hub ships them for most models; convert the checkpoint (the .bin reader is "
-        "not built yet)"));
+  if (fs::exists(root / safetensors_name, ec) ||
+      fs::exists(root / (safetensors_name + ".index.json"), ec)) {
+    return TensorArchive::OpenInDir(dir, safetensors_name);
   }
-  return TensorArchive::OpenInDir(dir, safetensors_name);
+  if (fs::exists(root / bin_name, ec)) return weights::OpenTorchBin((root / bin_name).string());
+  return absl::NotFoundError(absl::StrCat(dir, ": found neither ", safetensors_name, " (or ",
+                                          safetensors_name, ".index.json) nor ", bin_name));
 }
 
 }  // namespace embedserve::models

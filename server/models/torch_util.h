@@ -17,6 +17,7 @@
 #include "server/models/model.h"
 #include "server/models/runtime_options.h"
 #include "server/weights/safetensors.h"
+#include "server/models/device_choice.h"
 #include "server/models/serving_dtype.h"
 
 namespace embedserve::models {
@@ -29,8 +30,11 @@ using weights::TensorToWrite;
 using weights::ShapeString;
 using weights::TensorView;
 
+// What this libtorch build and machine have: CUDA devices, MPS built and MPS available.
+DeviceAvailability HostDeviceAvailability();
+
 // "cpu", "cuda", "cuda:N", "mps" -> a device this build and machine can use, or
-// FAILED_PRECONDITION naming what is missing.
+// FAILED_PRECONDITION naming what is missing (CheckDevice on HostDeviceAvailability()).
 absl::StatusOr<at::Device> ParseDevice(const std::string& device);
 // The dtype a model serves in on `device`, and why: options.dtype ("auto", "float32",
 // "bfloat16", "float16") through ChooseServingDtype (serving_dtype.h), with the host CPU's
@@ -72,9 +76,10 @@ absl::StatusOr<WeightDtype> ParseWeightDtype(const std::string& name);
 // `tensor` converted to `dtype`, as a safetensors entry named `name`.
 TensorToWrite ToTensorToWrite(std::string name, const at::Tensor& tensor, WeightDtype dtype);
 
-// The family's safetensors checkpoint in `dir` (`safetensors_name`, or its sharded
-// `.index.json`). Where only the PyTorch pickle `bin_name` is there, the error says so and
-// what to do, rather than that the safetensors file is missing.
+// The family's checkpoint in `dir`: `safetensors_name` (or its sharded `.index.json`), else
+// the torch.save file `bin_name` read through weights::OpenTorchBin (held in memory as
+// safetensors bytes). Safetensors wins when both are there; NOT_FOUND names both when
+// neither is.
 absl::StatusOr<std::unique_ptr<TensorArchive>> OpenCheckpointInDir(const std::string& dir,
                                                                    const std::string& safetensors_name,
                                                                    const std::string& bin_name);

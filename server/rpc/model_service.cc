@@ -8,7 +8,9 @@ namespace embedserve::rpc {
 
 void ToModelInfo(const pipeline::ModelSnapshot& model, v1::ModelInfo* out) {
   out->set_name(model.name);
-  out->set_source(model.source);
+  out->set_source(model.description.resolved_source.empty()
+                      ? model.source
+                      : absl::StrCat(model.source, " (", model.description.resolved_source, ")"));
   switch (model.state) {
     case pipeline::ModelState::kLoading: out->set_state(v1::MODEL_STATE_LOADING); break;
     case pipeline::ModelState::kReady: out->set_state(v1::MODEL_STATE_READY); break;
@@ -29,6 +31,7 @@ void ToModelInfo(const pipeline::ModelSnapshot& model, v1::ModelInfo* out) {
   out->set_dtype_reason(d.dtype_reason);
   out->set_device(d.device);
   out->set_scoring(d.scoring);
+  out->set_activation(d.activation);
   out->set_logit_scale(d.logit_scale);
   out->set_estimated_bytes(model.estimated_bytes);
 }

@@ -24,7 +24,7 @@ using internal::IsRegularFile;
 std::vector<FileWant> OpenClipFiles() {
   return {
       {{"open_clip_config.json"}, true},
-      {{"open_clip_model.safetensors"}, true},
+      {{"open_clip_model.safetensors"}, true, {"open_clip_pytorch_model.bin"}},
       {{"vocab.json"}, false},
       {{"merges.txt"}, false},
       {{"tokenizer.json"}, false},
@@ -36,7 +36,9 @@ std::vector<FileWant> OpenClipFiles() {
 std::vector<FileWant> HfTransformersFiles() {
   return {
       {{"config.json", "adapter_config.json"}, true},
-      {{"model.safetensors.index.json", "model.safetensors", "adapter_model.safetensors"}, true},
+      {{"model.safetensors.index.json", "model.safetensors", "adapter_model.safetensors"},
+       true,
+       {"pytorch_model.bin"}},
       {{"tokenizer.model", "tokenizer.json", "sentencepiece.bpe.model", "vocab.txt"}, false},
       {{"tokenizer_config.json"}, false},
       {{"special_tokens_map.json"}, false},
@@ -274,9 +276,21 @@ absl::StatusOr<std::vector<std::string>> SelectFiles(
       found = true;
       if (seen.insert(name).second) out.push_back(name);
     }
+    for (const std::string& name : want.fallback) {
+      if (found) break;
+      if (!IsSafeRelativePath(name)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(spec_name, ": requested file name '", Sanitize(name), "' is invalid"));
+      }
+      if (!has(name)) continue;
+      found = true;
+      if (seen.insert(name).second) out.push_back(name);
+    }
     if (!found && want.required) {
+      std::vector<std::string> names = want.any_of;
+      names.insert(names.end(), want.fallback.begin(), want.fallback.end());
       return absl::NotFoundError(absl::StrCat(
-          spec_name, ": ", where, " has no ", absl::StrJoin(want.any_of, " or "),
+          spec_name, ": ", where, " has no ", absl::StrJoin(names, " or "),
           ", which loading the model requires; check the repo id and revision"));
     }
   }

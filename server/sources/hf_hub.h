@@ -39,21 +39,26 @@ namespace embedserve::sources {
 
 // One entry of a file list: the first name of `any_of` the repo has is fetched, and every
 // further one it has too (so {"tokenizer.json", "tokenizer.model"} fetches both where both
-// exist). When `required` and the repo has none of them, resolution fails naming them.
-// Names are repo-relative with '/' separators. A fetched `*.safetensors.index.json` also
-// brings every shard its `weight_map` names, each required.
+// exist). Only where the repo has none of `any_of`, the first of `fallback` it has is fetched
+// instead (a PyTorch .bin checkpoint where there is no safetensors one: never both). When
+// `required` and the repo has none of either, resolution fails naming them. Names are
+// repo-relative with '/' separators. A fetched `*.safetensors.index.json` also brings every
+// shard its `weight_map` names, each required.
 struct FileWant {
   std::vector<std::string> any_of;
   bool required = false;
+  std::vector<std::string> fallback;
 };
 
 // The files the OpenCLIP loader reads: open_clip_config.json and open_clip_model.safetensors
-// (required), the BPE vocabulary and tokenizer files where present.
+// (else open_clip_pytorch_model.bin; required), the BPE vocabulary and tokenizer files where
+// present.
 std::vector<FileWant> OpenClipFiles();
 
-// The files a Hugging Face transformers checkpoint (ColPali/PaliGemma) needs: config.json or
-// adapter_config.json, model.safetensors[.index.json] or adapter_model.safetensors
-// (required), tokenizer, preprocessor and processor configs where present.
+// The files a Hugging Face transformers checkpoint (ColPali/PaliGemma, cross-encoders) needs:
+// config.json or adapter_config.json, model.safetensors[.index.json] or
+// adapter_model.safetensors (else pytorch_model.bin; required), tokenizer, preprocessor and
+// processor configs where present.
 std::vector<FileWant> HfTransformersFiles();
 
 // ---------------------------------------------------------------------------------------

@@ -623,6 +623,20 @@ absl::StatusOr<std::unique_ptr<TensorArchive>> TensorArchive::OpenInDir(
                                           base_name, ".index.json"));
 }
 
+absl::StatusOr<std::unique_ptr<TensorArchive>> TensorArchive::FromOwnedBuffer(std::string source,
+                                                                              std::string bytes) {
+  std::unique_ptr<TensorArchive> archive(new TensorArchive());
+  archive->source_ = source;
+  // Parsed where the bytes stay: the views point into this heap string, never moved again.
+  archive->owned_bytes_ = std::make_unique<const std::string>(std::move(bytes));
+  absl::StatusOr<std::unique_ptr<SafetensorsFile>> file =
+      SafetensorsFile::FromBuffer(std::move(source), *archive->owned_bytes_);
+  if (!file.ok()) return file.status();
+  absl::Status status = archive->Add(*std::move(file));
+  if (!status.ok()) return status;
+  return archive;
+}
+
 const TensorView* TensorArchive::Find(absl::string_view name) const {
   const auto it = by_name_.find(name);
   return it == by_name_.end() ? nullptr : it->second;

@@ -96,6 +96,10 @@ class TensorArchive {
   // naming both.
   static absl::StatusOr<std::unique_ptr<TensorArchive>> OpenInDir(const std::string& dir,
                                                                   const std::string& base_name);
+  // One safetensors file held in memory (a converted checkpoint, see torch_bin.h): the archive
+  // owns `bytes` for its lifetime; `source` names it in messages and TensorView::file.
+  static absl::StatusOr<std::unique_ptr<TensorArchive>> FromOwnedBuffer(std::string source,
+                                                                        std::string bytes);
 
   // The file or index this archive was opened from.
   const std::string& source() const { return source_; }
@@ -120,6 +124,8 @@ class TensorArchive {
   absl::Status Add(std::unique_ptr<SafetensorsFile> file);
 
   std::string source_;
+  // The bytes of a FromOwnedBuffer archive (declared before files_, so it outlives them).
+  std::unique_ptr<const std::string> owned_bytes_;
   std::vector<std::unique_ptr<SafetensorsFile>> files_;
   std::map<std::string, const TensorView*, std::less<>> by_name_;
 };

@@ -391,11 +391,38 @@ TEST_CASE("bad configs and checkpoints are refused, naming the field or tensor",
     CHECK_THAT(LoadError(dir), Catch::Contains("roberta.encoder.layer.1."));
   }
   SECTION("only pytorch_model.bin") {
-    fs::rename(fs::path(dir) / "model.safetensors", fs::path(dir) / "pytorch_model.bin");
+    // torch converts the safetensors twin (tests/tools/safetensors_to_bin.py: transposed
+    // views, an int64 position_ids buffer); the logits must be the twin's, bit for bit.
+    const fs::path st = fs::path(dir) / "model.safetensors", bin = fs::path(dir) / "pytorch_model.bin";
+    std::vector<float> want;
+    {
+      auto twin = Load(dir);
+      std::vector<TextInput> inputs;
+      for (const auto& [q, d] : Pairs()) inputs.push_back(Pair(*twin, q, d));
+      want = Score(*twin, inputs);
+    }
+    const std::string command = std::string("/usr/bin/python3 ") + EMBEDSERVE_SOURCE_DIR +
+                                "/tests/tools/safetensors_to_bin.py " + st.string() + " " +
+                                bin.string() + " roberta.embeddings.position_ids";
+    REQUIRE(std::system(command.c_str()) == 0);
+    // Both present: safetensors wins (a damaged .bin beside it is never read).
+    WriteFile(fs::path(dir) / "pytorch_model.bin.good", Slurp(bin.string()));
+    WriteFile(bin, "not a checkpoint");
+    CHECK(LoadCrossEncoder(dir, Options()).ok());
+    fs::rename(fs::path(dir) / "pytorch_model.bin.good", bin);
+    fs::rename(st, fs::path(dir) / "model.safetensors.off");
+    {
+      auto model = Load(dir);
+      std::vector<TextInput> inputs;
+      for (const auto& [q, d] : Pairs()) inputs.push_back(Pair(*model, q, d));
+      CHECK(Score(*model, inputs) == want);
+    }
+    // Neither: the error names both.
+    fs::remove(bin);
     const std::string message = LoadError(dir);
     CHECK_THAT(message, Catch::Contains("pytorch_model.bin"));
-    CHECK_THAT(message, Catch::Contains("safetensors"));
-    fs::rename(fs::path(dir) / "pytorch_model.bin", fs::path(dir) / "model.safetensors");
+    CHECK_THAT(message, Catch::Contains("model.safetensors"));
+    fs::rename(fs::path(dir) / "model.safetensors.off", st);
   }
   SECTION("no tokenizer") {
     fs::rename(fs::path(dir) / "tokenizer.json", fs::path(dir) / "tokenizer.json.off");
@@ -411,7 +438,8 @@ TEST_CASE("the family claims its configs and no ColPali or OpenCLIP directory",
           "[cross_encoder][family]") {
   const auto& family = CrossEncoderFamily();
   CHECK(family.name == "cross_encoder");
-  CHECK(family.weight_files == std::vector<std::string>{"model.safetensors"});
+  CHECK(family.weight_files ==
+        std::vector<std::string>{"model.safetensors", "pytorch_model.bin"});
   CHECK(family.detect(XlmrDir()));
   CHECK(family.detect(BertDir()));
   const std::string data = EMBEDSERVE_TEST_DATA;

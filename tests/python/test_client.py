@@ -112,6 +112,8 @@ def test_model_info_of_the_test_model(ready):
     assert ready.health(MODEL) == "SERVING"
     # The default serves OpenCLIP's exact float32, and says so.
     assert info.dtype == "float32" and info.dtype_reason == "requested (--dtype float32)"
+    # Its open_clip_config.json sets no quick_gelu: exact GELU, as open_clip builds it.
+    assert info.activation == "gelu"
 
 
 def cpu_flags():

@@ -3,7 +3,9 @@
 
 #include <catch2/catch.hpp>
 #include <filesystem>
+#include <set>
 
+#include "server/sources/hf_cache_internal.h"
 #include "server/sources/hf_hub.h"
 #include "tests/sources/test_util.h"
 
@@ -222,6 +224,30 @@ TEST_CASE("resolution uses HF_HUB_CACHE from the process environment", "[sources
   INFO(dir.status().ToString());
   REQUIRE(dir.ok());
   CHECK(*dir == repo + "/snapshots/" + kSha1);
+}
+
+TEST_CASE("a .bin checkpoint is fetched only where the repo has no safetensors one",
+          "[sources]") {
+  auto select = [](std::set<std::string> files, const std::vector<FileWant>& wants) {
+    return internal::SelectFiles(
+        wants, [&](const std::string& name) { return files.count(name) > 0; }, "hf:org/x",
+        "the repo");
+  };
+  auto both = select({"config.json", "model.safetensors", "pytorch_model.bin"},
+                     HfTransformersFiles());
+  REQUIRE(both.ok());
+  CHECK(*both == std::vector<std::string>{"config.json", "model.safetensors"});
+  auto bin_only = select({"config.json", "pytorch_model.bin"}, HfTransformersFiles());
+  REQUIRE(bin_only.ok());
+  CHECK(*bin_only == std::vector<std::string>{"config.json", "pytorch_model.bin"});
+  auto clip = select({"open_clip_config.json", "open_clip_pytorch_model.bin"}, OpenClipFiles());
+  REQUIRE(clip.ok());
+  CHECK(*clip ==
+        std::vector<std::string>{"open_clip_config.json", "open_clip_pytorch_model.bin"});
+  auto neither = select({"open_clip_config.json"}, OpenClipFiles());
+  REQUIRE_FALSE(neither.ok());
+  CHECK_THAT(std::string(neither.status().message()),
+             Catch::Contains("open_clip_model.safetensors or open_clip_pytorch_model.bin"));
 }
 
 }  // namespace

@@ -79,6 +79,7 @@ class ModelInfo:
     logit_scale: float
     source: str
     dtype_reason: str = ""  # why `dtype`: requested, or what the server's --dtype auto weighed
+    activation: str = ""  # OpenCLIP: "gelu" or "quick_gelu" (what the model computes)
 
     @property
     def ready(self) -> bool:
@@ -389,7 +390,7 @@ def model_info(m) -> ModelInfo:
         context_length=m.context_length, image_size=m.image_size, dtype=m.dtype,
         device=m.device, state=_STATES.get(m.state, str(m.state)),
         state_message=m.state_message, scoring=m.scoring, logit_scale=m.logit_scale,
-        source=m.source, dtype_reason=m.dtype_reason)
+        source=m.source, dtype_reason=m.dtype_reason, activation=m.activation)
 
 
 def models_result(response) -> List[ModelInfo]:

@@ -3,6 +3,7 @@
 #include "server/models/colpali/colpali_config.h"
 
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -128,10 +129,33 @@ absl::StatusOr<ColPaliConfig> ParseColPaliConfig(const std::string& json_text,
   ColPaliConfig c;
   std::string model_type;
   if (auto s = ReadString(root, "model_type", source, "", &model_type); !s.ok()) return s;
-  if (model_type != "colpali") {
-    return Bad(source, "model_type", "'" + model_type + "' is not colpali");
+  // transformers' ColPaliConfig nests the PaliGemma config under vlm_config; colpali-engine's
+  // ColPali saves PaliGemma's own config (model_type paligemma, architectures ["ColPali"]).
+  json vlm = json::object();
+  std::string where;
+  if (model_type == "colpali") {
+    if (auto s = ReadInt(root, "embedding_dim", source, "", 1, &c.embedding_dim); !s.ok()) return s;
+    if (root.contains("vlm_config") && !root.at("vlm_config").is_null()) vlm = root.at("vlm_config");
+    if (!vlm.is_object()) return Bad(source, "vlm_config", "expected an object");
+    where = "vlm_config";
+  } else if (model_type == "paligemma") {
+    bool colpali = false;
+    if (root.contains("architectures") && root.at("architectures").is_array()) {
+      for (const json& a : root.at("architectures")) colpali |= a.is_string() && a.get<std::string>() == "ColPali";
+    }
+    if (!colpali) {
+      return Bad(source, "architectures",
+                 "a paligemma config is served only as colpali-engine's ColPali (architectures "
+                 "[\"ColPali\"]); got " + (root.contains("architectures") ? root.at("architectures").dump() : std::string("none")));
+    }
+    vlm = root;
+    c.kind = CheckpointKind::kColPaliEngine;
+    c.embedding_dim_from_weights = true;  // ColPali.dim, 128 in every release; checked against the weights
+  } else {
+    return Bad(source, "model_type",
+               "'" + model_type + "' is not colpali (transformers) or paligemma (colpali-engine)");
   }
-  if (auto s = ReadInt(root, "embedding_dim", source, "", 1, &c.embedding_dim); !s.ok()) return s;
+  const auto path = [&where](const char* key) { return where.empty() ? std::string(key) : where + "." + key; };
 
   // PaliGemmaConfig's defaults: SigLIP So400m/14 at 224 and Gemma 2B when a part is absent.
   VisionConfig paligemma_vision;
@@ -150,44 +174,116 @@ absl::StatusOr<ColPaliConfig> ParseColPaliConfig(const std::string& json_text,
   c.vision = paligemma_vision;
   c.text = paligemma_text;
 
-  json vlm = json::object();
-  if (root.contains("vlm_config") && !root.at("vlm_config").is_null()) vlm = root.at("vlm_config");
-  if (!vlm.is_object()) return Bad(source, "vlm_config", "expected an object");
-  std::string vlm_type = "paligemma";
-  if (auto s = ReadString(vlm, "model_type", source, "vlm_config", &vlm_type); !s.ok()) return s;
-  if (vlm_type != "paligemma") {
-    return Bad(source, "vlm_config.model_type",
-               "'" + vlm_type + "' is not supported (the native ColPali runs PaliGemma)");
+  if (model_type == "colpali") {
+    std::string vlm_type = "paligemma";
+    if (auto s = ReadString(vlm, "model_type", source, where, &vlm_type); !s.ok()) return s;
+    if (vlm_type != "paligemma") {
+      return Bad(source, path("model_type"),
+                 "'" + vlm_type + "' is not supported (the native ColPali runs PaliGemma)");
+    }
   }
-  if (auto s = ReadInt(vlm, "image_token_index", source, "vlm_config", 0, &c.image_token_index); !s.ok()) return s;
-  if (auto s = ReadInt(vlm, "image_token_id", source, "vlm_config", 0, &c.image_token_index); !s.ok()) return s;
-  if (auto s = ReadInt(vlm, "pad_token_id", source, "vlm_config", 0, &c.pad_token_id); !s.ok()) return s;
-  if (auto s = ReadInt(vlm, "bos_token_id", source, "vlm_config", 0, &c.bos_token_id); !s.ok()) return s;
-  if (auto s = ReadInt(vlm, "eos_token_id", source, "vlm_config", 0, &c.eos_token_id); !s.ok()) return s;
+  if (auto s = ReadInt(vlm, "image_token_index", source, where, 0, &c.image_token_index); !s.ok()) return s;
+  if (auto s = ReadInt(vlm, "image_token_id", source, where, 0, &c.image_token_index); !s.ok()) return s;
+  if (auto s = ReadInt(vlm, "pad_token_id", source, where, 0, &c.pad_token_id); !s.ok()) return s;
+  if (auto s = ReadInt(vlm, "bos_token_id", source, where, 0, &c.bos_token_id); !s.ok()) return s;
+  if (auto s = ReadInt(vlm, "eos_token_id", source, where, 0, &c.eos_token_id); !s.ok()) return s;
   if (vlm.contains("vision_config") && !vlm.at("vision_config").is_null()) {
     c.vision = VisionConfig();  // a given dict starts from SiglipVisionConfig's defaults
-    if (auto s = ParseVision(vlm.at("vision_config"), source, "vlm_config.vision_config", &c.vision); !s.ok()) return s;
+    if (auto s = ParseVision(vlm.at("vision_config"), source, path("vision_config"), &c.vision); !s.ok()) return s;
   }
   if (vlm.contains("text_config") && !vlm.at("text_config").is_null()) {
     c.text = TextConfig();  // a given dict starts from GemmaConfig's defaults
-    if (auto s = ParseText(vlm.at("text_config"), source, "vlm_config.text_config", &c.text); !s.ok()) return s;
+    if (auto s = ParseText(vlm.at("text_config"), source, path("text_config"), &c.text); !s.ok()) return s;
   }
   c.projection_dim = c.text.hidden_size;
-  if (auto s = ReadInt(vlm, "projection_dim", source, "vlm_config", 1, &c.projection_dim); !s.ok()) return s;
+  if (auto s = ReadInt(vlm, "projection_dim", source, where, 1, &c.projection_dim); !s.ok()) return s;
   if (c.projection_dim != c.text.hidden_size) {
-    return Bad(source, "vlm_config.projection_dim",
+    return Bad(source, path("projection_dim"),
                absl::StrCat(c.projection_dim, " differs from text_config.hidden_size ",
                             c.text.hidden_size, " (the projected image features replace token "
                             "embeddings)"));
   }
   if (c.image_token_index >= c.text.vocab_size) {
-    return Bad(source, "vlm_config.image_token_index",
+    return Bad(source, path("image_token_index"),
                absl::StrCat(c.image_token_index, " is outside the vocabulary (",
                             c.text.vocab_size, ")"));
   }
   c.preprocess.size = c.vision.image_size;
   c.preprocess.image_seq_length = c.vision.num_patches();
+  ApplyPromptProfile(DefaultPromptProfile(c.kind), &c);
   return c;
+}
+
+absl::StatusOr<PromptProfile> ParsePromptProfile(const std::string& name) {
+  if (name == "transformers") return PromptProfile::kTransformers;
+  if (name == "colpali-engine") return PromptProfile::kColPaliEngine0313;
+  const std::string engine = "colpali-engine-";
+  int major = -1, minor = -1, patch = -1;
+  char tail = 0;
+  if (name.rfind(engine, 0) == 0 &&
+      std::sscanf(name.c_str() + engine.size(), "%d.%d.%d%c", &major, &minor, &patch, &tail) == 3 &&
+      major >= 0 && minor >= 0 && patch >= 0) {
+    if (major == 0 && minor == 3) {
+      if (patch >= 13) return PromptProfile::kColPaliEngine0313;
+      if (patch >= 11) return PromptProfile::kColPaliEngine0311;
+      if (patch >= 4) return PromptProfile::kColPaliEngine034;
+      return PromptProfile::kColPaliEngine030;
+    }
+    if (major > 0 || minor > 3) return PromptProfile::kColPaliEngine0313;
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "prompt profile '", name, "' is not one of: transformers, colpali-engine (the newest), "
+      "colpali-engine-X.Y.Z for a release from 0.3.0 on (e.g. colpali-engine-0.3.4)"));
+}
+
+std::string PromptProfileName(PromptProfile profile) {
+  switch (profile) {
+    case PromptProfile::kTransformers: return "transformers";
+    case PromptProfile::kColPaliEngine030: return "colpali-engine-0.3.0";
+    case PromptProfile::kColPaliEngine034: return "colpali-engine-0.3.4";
+    case PromptProfile::kColPaliEngine0311: return "colpali-engine-0.3.11";
+    case PromptProfile::kColPaliEngine0313: return "colpali-engine-0.3.13";
+  }
+  return "transformers";
+}
+
+PromptProfile DefaultPromptProfile(CheckpointKind kind) {
+  return kind == CheckpointKind::kColPaliEngine ? PromptProfile::kColPaliEngine0313
+                                                : PromptProfile::kTransformers;
+}
+
+void ApplyPromptProfile(PromptProfile profile, ColPaliConfig* config) {
+  PromptConfig& p = config->prompt;
+  if (profile == PromptProfile::kTransformers && p.profile != PromptProfile::kTransformers) {
+    p = PromptConfig();  // back to ColPaliProcessor's defaults
+  }
+  p.profile = profile;
+  p.query_augmentation_count = 10;
+  switch (profile) {
+    case PromptProfile::kTransformers:
+      p.query_newline = true;
+      p.page_bos_count = 1;
+      break;
+    case PromptProfile::kColPaliEngine030:
+      p.visual_prompt_prefix = "Describe the image.";
+      p.query_prefix = "Question: ";
+      p.query_newline = true;
+      p.page_bos_count = 1;
+      break;
+    case PromptProfile::kColPaliEngine034:
+      p.visual_prompt_prefix = "Describe the image.";
+      p.query_prefix = "Query: ";
+      p.query_newline = true;
+      p.page_bos_count = 1;
+      break;
+    case PromptProfile::kColPaliEngine0311:
+    case PromptProfile::kColPaliEngine0313:
+      p.visual_prompt_prefix = "Describe the image.";
+      p.query_prefix = profile == PromptProfile::kColPaliEngine0311 ? "Query: " : "";
+      p.query_newline = false;
+      p.page_bos_count = 2;
+      break;
+  }
 }
 
 absl::Status ApplyPreprocessorConfig(const std::string& json_text, const std::string& source,
@@ -262,6 +358,8 @@ absl::Status ApplyProcessorConfig(const std::string& json_text, const std::strin
                                   ColPaliConfig* config) {
   const json p = json::parse(json_text, nullptr, /*allow_exceptions=*/false);
   if (!p.is_object()) return Bad(source, "(root)", "not a JSON object");
+  // colpali-engine's prefixes are class constants of its processor: the file does not change them.
+  if (config->prompt.profile != PromptProfile::kTransformers) return absl::OkStatus();
   if (auto s = ReadString(p, "visual_prompt_prefix", source, "", &config->prompt.visual_prompt_prefix); !s.ok()) return s;
   if (auto s = ReadString(p, "query_prefix", source, "", &config->prompt.query_prefix); !s.ok()) return s;
   return absl::OkStatus();
@@ -333,6 +431,53 @@ std::string ColPaliConfigToJson(const ColPaliConfig& c) {
                  {"hidden_size", c.text.hidden_size},
                  {"vision_config", vision},
                  {"text_config", text}}}};
+  return root.dump(2);
+}
+
+std::string ColPaliEngineConfigToJson(const ColPaliConfig& c) {
+  // The fields and nesting of vidore/colpali-v1.2-merged's config.json (PaliGemmaConfig as
+  // colpali-engine's ColPali saves it), with every size spelled out.
+  const int image_tokens = c.vision.num_patches();
+  json vision = {{"model_type", "siglip_vision_model"},
+                 {"hidden_size", c.vision.hidden_size},
+                 {"image_size", c.vision.image_size},
+                 {"intermediate_size", c.vision.intermediate_size},
+                 {"num_attention_heads", c.vision.num_attention_heads},
+                 {"num_hidden_layers", c.vision.num_hidden_layers},
+                 {"num_image_tokens", image_tokens},
+                 {"patch_size", c.vision.patch_size},
+                 {"projection_dim", c.projection_dim},
+                 {"projector_hidden_act", "gelu_fast"},
+                 {"layer_norm_eps", c.vision.layer_norm_eps},
+                 {"hidden_act", c.vision.hidden_act},
+                 {"vision_use_head", false}};
+  json text = {{"model_type", "gemma"},
+               {"hidden_size", c.text.hidden_size},
+               {"intermediate_size", c.text.intermediate_size},
+               {"num_attention_heads", c.text.num_attention_heads},
+               {"num_hidden_layers", c.text.num_hidden_layers},
+               {"num_image_tokens", image_tokens},
+               {"num_key_value_heads", c.text.num_key_value_heads},
+               {"head_dim", c.text.head_dim},
+               {"rms_norm_eps", c.text.rms_norm_eps},
+               {"rope_theta", c.text.rope_theta},
+               {"torch_dtype", "float32"},
+               {"vocab_size", c.text.vocab_size}};
+  json root = {{"_name_or_path", "vidore/colpaligemma-3b-pt-448-base"},
+               {"architectures", {"ColPali"}},
+               {"bos_token_id", c.bos_token_id},
+               {"eos_token_id", c.eos_token_id},
+               {"hidden_size", c.text.hidden_size},
+               {"ignore_index", -100},
+               {"image_token_index", c.image_token_index},
+               {"model_type", "paligemma"},
+               {"pad_token_id", c.pad_token_id},
+               {"projection_dim", c.projection_dim},
+               {"text_config", text},
+               {"torch_dtype", "bfloat16"},
+               {"transformers_version", "4.44.0"},
+               {"vision_config", vision},
+               {"vocab_size", c.text.vocab_size}};
   return root.dump(2);
 }
 

@@ -2,6 +2,7 @@
 // merging.
 #include "server/models/colpali/colpali_model.h"
 
+#include <cctype>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -210,7 +211,24 @@ struct Adapter {
   std::unique_ptr<TensorArchive> archive;
 };
 
-absl::StatusOr<std::optional<Adapter>> ReadAdapter(const std::string& dir) {
+// "ORG/REPO": what the hub's ids look like (a relative local path may look so too: local
+// directories are tried first).
+bool LooksLikeHubId(const std::string& name) {
+  const size_t slash = name.find('/');
+  if (slash == std::string::npos || slash == 0 || slash + 1 == name.size() ||
+      name.find('/', slash + 1) != std::string::npos) {
+    return false;
+  }
+  for (char ch : name) {
+    if (!(std::isalnum(static_cast<unsigned char>(ch)) || ch == '-' || ch == '_' || ch == '.' || ch == '/')) {
+      return false;
+    }
+  }
+  return name.find("..") == std::string::npos && name[0] != '.';
+}
+
+absl::StatusOr<std::optional<Adapter>> ReadAdapter(const std::string& dir,
+                                                   const RuntimeOptions& options) {
   const fs::path config_path = fs::path(dir) / "adapter_config.json";
   std::error_code ec;
   if (!fs::exists(config_path, ec)) return std::optional<Adapter>();
@@ -260,12 +278,28 @@ absl::StatusOr<std::optional<Adapter>> ReadAdapter(const std::string& dir) {
       break;
     }
   }
+  if (adapter.base_dir.empty() && options.resolve_base_model && LooksLikeHubId(base)) {
+    absl::StatusOr<std::string> resolved = options.resolve_base_model(base);
+    if (!resolved.ok()) {
+      return absl::Status(resolved.status().code(),
+                          absl::StrCat(source, ": base_model_name_or_path '", base,
+                                       "': ", resolved.status().message()));
+    }
+    if (!fs::exists(fs::path(*resolved) / "config.json", ec)) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          source, ": base_model_name_or_path '", base, "' resolved to ", *resolved,
+          ", which has no config.json"));
+    }
+    adapter.base_dir = *resolved;
+  }
   if (adapter.base_dir.empty()) {
     return absl::FailedPreconditionError(absl::StrCat(
         source, ": base_model_name_or_path '", base, "' is not a local model directory (looked "
         "for config.json in ", candidates.front().string(),
         candidates.size() > 1 ? " and " + candidates.back().string() : std::string(),
-        "); download the base model and point base_model_name_or_path at it"));
+        options.resolve_base_model ? ")" : "; hub ids are not looked up here)",
+        "; download the base model and point base_model_name_or_path at it, or load through "
+        "the server, which finds a hub id in the Hugging Face cache"));
   }
   absl::StatusOr<std::unique_ptr<TensorArchive>> archive =
       TensorArchive::OpenInDir(dir, "adapter_model.safetensors");
@@ -382,7 +416,7 @@ std::optional<std::string> CanonicalName(const std::string& key) {
 absl::StatusOr<std::unique_ptr<Model>> LoadColPali(const std::string& dir,
                                                    const RuntimeOptions& options,
                                                    const ColPaliOptions& colpali_options) {
-  absl::StatusOr<std::optional<Adapter>> adapter = ReadAdapter(dir);
+  absl::StatusOr<std::optional<Adapter>> adapter = ReadAdapter(dir, options);
   if (!adapter.ok()) return adapter.status();
   const std::string weights_dir = adapter->has_value() ? (*adapter)->base_dir : dir;
   absl::StatusOr<ColPaliConfig> config = ReadColPaliConfig(weights_dir);
@@ -391,6 +425,11 @@ absl::StatusOr<std::unique_ptr<Model>> LoadColPali(const std::string& dir,
   if (adapter->has_value()) {
     // The adapter directory's own processor files take precedence over the base's.
     if (absl::Status s = ApplyOptionalConfigs(dir, &*config); !s.ok()) return s;
+  }
+  if (!options.colpali_prompt_profile.empty()) {
+    absl::StatusOr<PromptProfile> profile = ParsePromptProfile(options.colpali_prompt_profile);
+    if (!profile.ok()) return profile.status();
+    ApplyPromptProfile(*profile, &*config);
   }
   if (colpali_options.max_text_tokens < 1 + config->prompt.query_augmentation_count + 2) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -417,12 +456,22 @@ absl::StatusOr<std::unique_ptr<Model>> LoadColPali(const std::string& dir,
       TensorArchive::OpenInDir(weights_dir, "model.safetensors");
   if (!archive.ok()) return archive.status();
 
+  const std::map<std::string, std::string> prefixes = DetectPrefixes(**archive);
+  if (config->embedding_dim_from_weights) {
+    const std::string key = prefixes.at("proj.") + "weight";
+    const TensorView* proj = (*archive)->Find(key);
+    if (proj == nullptr || proj->shape.size() != 2 || proj->shape[0] < 1) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          (*archive)->source(), ": tensor '", key, "' (the output projection, colpali-engine's "
+          "custom_text_proj) is missing or not a matrix"));
+    }
+    config->embedding_dim = static_cast<int>(proj->shape[0]);
+  }
   std::shared_ptr<ColPaliModule> module;
   absl::Status built = GuardTorch("building the ColPali module", [&] {
     module = std::make_shared<ColPaliModule>(*config, at::TensorOptions().dtype(at::kFloat));
   });
   if (!built.ok()) return built;
-  const std::map<std::string, std::string> prefixes = DetectPrefixes(**archive);
   LoadPlan plan;
   plan.key_for = [&prefixes](const std::string& name) {
     for (const auto& [canonical, prefix] : prefixes) {

@@ -1,6 +1,6 @@
 // The ColPali family behind the Model interface: loads a Hugging Face ColPali directory
-// (config.json, preprocessor_config.json, tokenizer.model, model.safetensors[.index.json],
-// or a LoRA adapter over a local base), builds page/query prompts and runs the model.
+// (config.json, preprocessor_config.json, tokenizer.json/.model, model.safetensors[.index.json],
+// or a LoRA adapter over a local or hub base), builds page/query prompts and runs the model.
 #pragma once
 
 #include <cstdint>
@@ -24,15 +24,20 @@ struct ColPaliOptions {
   int max_text_tokens = 512;
 };
 
-// Loads the model in `dir`. If `dir` holds adapter_config.json + adapter_model.safetensors,
-// the LoRA weights are merged into the base named by base_model_name_or_path (a local
-// directory, absolute or relative to `dir` or its parent). Problems with the files are
-// INVALID_ARGUMENT / NOT_FOUND / FAILED_PRECONDITION naming the file, tensor or field.
+// Loads the model in `dir`: transformers' ColPaliForRetrieval or colpali-engine's ColPali
+// (paligemma-typed config.json). If `dir` holds adapter_config.json + adapter_model.safetensors,
+// the LoRA weights are merged into the base named by base_model_name_or_path: a local
+// directory (absolute or relative to `dir` or its parent), else a hub id (ORG/REPO) given to
+// options.resolve_base_model (FAILED_PRECONDITION when that is null). The prompt profile is
+// options.colpali_prompt_profile, else the checkpoint kind's default (DefaultPromptProfile of
+// the base's config). Problems with the files are INVALID_ARGUMENT / NOT_FOUND /
+// FAILED_PRECONDITION naming the file, tensor or field.
 absl::StatusOr<std::unique_ptr<Model>> LoadColPali(const std::string& dir,
                                                    const RuntimeOptions& options,
                                                    const ColPaliOptions& colpali_options = {});
 
-// The family entry: config.json with model_type colpali, weights in model.safetensors (plus
+// The family entry: config.json with model_type colpali or colpali-engine's paligemma with
+// architectures ["ColPali"], or adapter_config.json over such a base; weights in model.safetensors (plus
 // adapter_model.safetensors for a LoRA adapter), loaded by LoadColPali with default options.
 const ModelFamily& ColPaliFamily();
 

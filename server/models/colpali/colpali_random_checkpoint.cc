@@ -14,9 +14,11 @@
 
 namespace embedserve::models::colpali {
 
-absl::Status WriteRandomCheckpoint(const ColPaliConfig& config, const std::string& dir,
-                                   const std::string& weight_dtype, uint64_t seed,
-                                   KeyLayout layout) {
+namespace {
+
+absl::Status Write(const ColPaliConfig& config, const std::string& dir,
+                   const std::string& weight_dtype, uint64_t seed, KeyLayout layout,
+                   const std::string& config_json) {
   auto generate = [&config, layout](const EmitTensor& emit) {
     ColPaliModule module(config, at::TensorOptions().dtype(at::kFloat));
     for (auto& item : module.named_parameters(true)) {
@@ -46,8 +48,22 @@ absl::Status WriteRandomCheckpoint(const ColPaliConfig& config, const std::strin
   };
   return WriteRandomCheckpointFiles(
       dir, weight_dtype, seed, generate, "model.safetensors",
-      {{"config.json", ColPaliConfigToJson(config)},
+      {{"config.json", config_json},
        {"preprocessor_config.json", PreprocessorConfigToJson(config)}});
+}
+
+}  // namespace
+
+absl::Status WriteRandomCheckpoint(const ColPaliConfig& config, const std::string& dir,
+                                   const std::string& weight_dtype, uint64_t seed,
+                                   KeyLayout layout) {
+  return Write(config, dir, weight_dtype, seed, layout, ColPaliConfigToJson(config));
+}
+
+absl::Status WriteRandomColPaliEngineCheckpoint(const ColPaliConfig& config, const std::string& dir,
+                                                const std::string& weight_dtype, uint64_t seed) {
+  return Write(config, dir, weight_dtype, seed, KeyLayout::kColPaliEngine,
+               ColPaliEngineConfigToJson(config));
 }
 
 }  // namespace embedserve::models::colpali

@@ -18,4 +18,11 @@ absl::Status WriteRandomCheckpoint(const ColPaliConfig& config, const std::strin
                                    const std::string& weight_dtype, uint64_t seed,
                                    KeyLayout layout = KeyLayout::kTransformers);
 
+// The same weights (same seed: same values) as colpali-engine saves them: the paligemma-typed
+// config.json of vidore/colpali-v1.2-merged (ColPaliEngineConfigToJson), keys
+// "model.vision_tower.vision_model.*", "model.multi_modal_projector.*",
+// "model.language_model.model.*", "custom_text_proj.*" (KeyLayout::kColPaliEngine).
+absl::Status WriteRandomColPaliEngineCheckpoint(const ColPaliConfig& config, const std::string& dir,
+                                                const std::string& weight_dtype, uint64_t seed);
+
 }  // namespace embedserve::models::colpali

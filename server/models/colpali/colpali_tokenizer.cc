@@ -1,5 +1,6 @@
 // ColPaliTokenizer: the two text encoders (tokenizer.json via HfTokenizerJson; tokenizer.model
-// via SentencePieceModel with special-token splitting) and ColPaliProcessor's prompts.
+// via SentencePieceModel with special-token splitting) and the page/query prompts of the
+// config's prompt profile.
 #include "server/models/colpali/colpali_tokenizer.h"
 
 #include <algorithm>
@@ -156,16 +157,18 @@ absl::StatusOr<std::unique_ptr<ColPaliTokenizer>> ColPaliTokenizer::Load(
   }
 
   t->page_ids_.assign(config.preprocess.image_seq_length, config.image_token_index);
-  t->page_ids_.push_back(config.bos_token_id);
+  t->page_ids_.insert(t->page_ids_.end(), config.prompt.page_bos_count, config.bos_token_id);
   absl::StatusOr<std::vector<int32_t>> prompt = t->Encode(config.prompt.visual_prompt_prefix + "\n");
   if (!prompt.ok()) return prompt.status();
   t->page_ids_.insert(t->page_ids_.end(), prompt->begin(), prompt->end());
 
   t->query_prefix_ids_ = {config.bos_token_id};
   t->query_suffix_.assign(config.prompt.query_augmentation_count, config.pad_token_id);
-  absl::StatusOr<std::vector<int32_t>> newline = t->Encode("\n");
-  if (!newline.ok()) return newline.status();
-  t->query_suffix_.insert(t->query_suffix_.end(), newline->begin(), newline->end());
+  if (config.prompt.query_newline) {
+    absl::StatusOr<std::vector<int32_t>> newline = t->Encode("\n");
+    if (!newline.ok()) return newline.status();
+    t->query_suffix_.insert(t->query_suffix_.end(), newline->begin(), newline->end());
+  }
   return t;
 }
 

@@ -1,4 +1,4 @@
-// ColPali's prompts (the page prompt and the query prompt of ColPaliProcessor) over the
+// ColPali's prompts (the page prompt and the query prompt of the config's prompt profile) over the
 // checkpoint's tokenizer: Hugging Face's tokenizer.json, or SentencePiece's tokenizer.model.
 #pragma once
 
@@ -32,14 +32,15 @@ class ColPaliTokenizer {
   // SentencePiece.
   absl::StatusOr<std::vector<int32_t>> Encode(absl::string_view text) const;
 
-  // <image> x image_seq_length, <bos>, Encode(visual_prompt_prefix + "\n").
+  // <image> x image_seq_length, <bos> x page_bos_count, Encode(visual_prompt_prefix + "\n").
   const std::vector<int32_t>& page_ids() const { return page_ids_; }
 
   struct Query {
     std::vector<int32_t> ids;
     bool truncated = false;
   };
-  // <bos>, Encode(query_prefix + text), <pad> x 10, Encode("\n"). Longer than `max_tokens`:
+  // <bos>, Encode(query_prefix + text), <pad> x 10, Encode("\n") (if the profile has the
+  // newline). Longer than `max_tokens`:
   // the text's tokens are cut (the suffix is kept) if `truncate`, else INVALID_ARGUMENT.
   // A text holding the image token is INVALID_ARGUMENT (a query has no image to put there).
   absl::StatusOr<Query> EncodeQuery(absl::string_view text, int max_tokens, bool truncate) const;

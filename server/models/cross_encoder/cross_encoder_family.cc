@@ -17,7 +17,7 @@ const ModelFamily& CrossEncoderFamily() {
             (std::filesystem::path(dir) / "config.json").string());
         return text.ok() && IsCrossEncoderConfig(*text);
       },
-      {"model.safetensors"},
+      {"model.safetensors", "pytorch_model.bin"},
       {},
       [](const std::string& dir, const RuntimeOptions& options) {
         return LoadCrossEncoder(dir, options);

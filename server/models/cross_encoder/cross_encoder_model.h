@@ -28,8 +28,8 @@ struct CrossEncoderOptions {
 };
 
 // Loads the model in `dir`. Problems with the files are INVALID_ARGUMENT / NOT_FOUND /
-// FAILED_PRECONDITION naming the file, tensor or field (a directory with only
-// pytorch_model.bin is INVALID_ARGUMENT saying so: .bin is not read yet).
+// FAILED_PRECONDITION naming the file, tensor or field. model.safetensors is read, else
+// pytorch_model.bin (a torch.save checkpoint, see server/weights/torch_bin.h).
 //
 // The Model: accepts_pairs only (texts and images are UNIMPLEMENTED in LaunchTexts /
 // LaunchImages: use Rerank); PrepareText tokenizes one text with the single template (for

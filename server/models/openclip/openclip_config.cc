@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "server/models/config_json.h"
+#include "server/models/openclip/openclip_pretrained.h"
 
 namespace embedserve::models::openclip {
 namespace {
@@ -264,38 +265,7 @@ std::string OpenClipConfigToJson(const OpenClipConfig& c) {
 }
 
 absl::StatusOr<OpenClipConfig> NamedArchitecture(const std::string& name) {
-  std::string base = name;
-  bool quick = false;
-  const std::string suffix = "-quickgelu";
-  if (base.size() > suffix.size() && base.compare(base.size() - suffix.size(), suffix.size(), suffix) == 0) {
-    base.resize(base.size() - suffix.size());
-    quick = true;
-  }
-  OpenClipConfig c;
-  c.quick_gelu = quick;
-  // Shapes from OpenCLIP's model_configs.
-  if (base == "ViT-B-32" || base == "ViT-B-16") {
-    c.embed_dim = 512;
-    c.vision = {224, base == "ViT-B-32" ? 32 : 16, 768, 12, 64, 4.0};
-    c.text = {77, 49408, 512, 8, 12, 4.0};
-  } else if (base == "ViT-L-14") {
-    c.embed_dim = 768;
-    c.vision = {224, 14, 1024, 24, 64, 4.0};
-    c.text = {77, 49408, 768, 12, 12, 4.0};
-  } else if (base == "ViT-H-14") {
-    c.embed_dim = 1024;
-    c.vision = {224, 14, 1280, 32, 80, 4.0};
-    c.text = {77, 49408, 1024, 16, 24, 4.0};
-  } else if (base == "ViT-bigG-14") {
-    c.embed_dim = 1280;
-    c.vision = {224, 14, 1664, 48, 104, 4.9231};
-    c.text = {77, 49408, 1280, 20, 32, 4.0};
-  } else {
-    return absl::NotFoundError(absl::StrCat("unknown OpenCLIP architecture '", name,
-                                            "' (known: ViT-B-32, ViT-B-16, ViT-L-14, ViT-H-14, "
-                                            "ViT-bigG-14, each also with -quickgelu)"));
-  }
-  return c;
+  return ShippedArchitecture(name);  // the shipped table (openclip_pretrained.cc)
 }
 
 }  // namespace embedserve::models::openclip

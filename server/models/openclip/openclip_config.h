@@ -60,7 +60,8 @@ absl::StatusOr<OpenClipConfig> ReadOpenClipConfig(const std::string& dir);
 std::string OpenClipConfigToJson(const OpenClipConfig& config);
 
 // The configurations of OpenCLIP's named architectures (ViT-B-32, ViT-B-16, ViT-L-14,
-// ViT-H-14, ViT-bigG-14, each also with a -quickgelu suffix); NOT_FOUND otherwise.
+// ViT-L-14-336, ViT-H-14, ViT-bigG-14, each also with a -quickgelu suffix), from the shipped
+// table (ShippedArchitecture in openclip_pretrained.h); NOT_FOUND otherwise.
 absl::StatusOr<OpenClipConfig> NamedArchitecture(const std::string& name);
 
 }  // namespace embedserve::models::openclip

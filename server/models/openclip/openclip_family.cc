@@ -13,7 +13,7 @@ const ModelFamily& OpenClipFamily() {
         std::error_code ec;
         return std::filesystem::exists(std::filesystem::path(dir) / "open_clip_config.json", ec);
       },
-      {"open_clip_model.safetensors"},
+      {"open_clip_model.safetensors", "open_clip_pytorch_model.bin"},
       {},
       [](const std::string& dir, const RuntimeOptions& options) { return LoadOpenClip(dir, options); }};
   return family;

@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <functional>
 
 #include <ATen/ATen.h>
 #include <c10/core/InferenceMode.h>
@@ -13,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "server/image/clip_preprocess.h"
 #include "server/models/openclip/openclip_modules.h"
+#include "server/models/openclip/openclip_pretrained.h"
 #include "server/weights/safetensors.h"
 #include "server/models/torch_model.h"
 #include "server/models/torch_util.h"
@@ -136,28 +138,29 @@ absl::StatusOr<std::unique_ptr<tokenizers::ClipTokenizer>> LoadTokenizer(const s
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<Model>> LoadOpenClip(const std::string& dir,
-                                                    const RuntimeOptions& options) {
-  absl::StatusOr<OpenClipConfig> config = ReadOpenClipConfig(dir);
-  if (!config.ok()) return config.status();
+namespace {
+
+// Builds the model of `config` from the weights in `dir` (open_clip_model.safetensors, else
+// open_clip_pytorch_model.bin), with `tokenizer`; `describe` completes the description.
+absl::StatusOr<std::unique_ptr<Model>> Build(
+    const std::string& dir, OpenClipConfig config,
+    std::unique_ptr<tokenizers::ClipTokenizer> tokenizer, const RuntimeOptions& options,
+    const std::function<void(ModelDescription&)>& describe) {
   absl::StatusOr<Placement> placement = PlaceModel(options);
   if (!placement.ok()) return placement.status();
-  if (config->text.vocab_size <= 49407) {
+  if (config.text.vocab_size <= 49407) {
     return absl::InvalidArgumentError(absl::StrCat(
-        dir, ": text_cfg.vocab_size ", config->text.vocab_size,
+        dir, ": text_cfg.vocab_size ", config.text.vocab_size,
         " cannot hold CLIP's end-of-text token 49407"));
   }
 
   absl::StatusOr<std::unique_ptr<TensorArchive>> archive =
-      OpenCheckpointInDir(dir, "open_clip_model.safetensors", "open_clip_pytorch_model.bin");
+      OpenCheckpointInDir(dir, kPretrainedSafetensors, kPretrainedBin);
   if (!archive.ok()) return archive.status();
-
-  absl::StatusOr<std::unique_ptr<tokenizers::ClipTokenizer>> tokenizer = LoadTokenizer(dir);
-  if (!tokenizer.ok()) return tokenizer.status();
 
   std::shared_ptr<ClipModule> module;
   absl::Status built = GuardTorch("building the OpenCLIP module", [&] {
-    module = std::make_shared<ClipModule>(*config, at::TensorOptions().dtype(at::kFloat));
+    module = std::make_shared<ClipModule>(config, at::TensorOptions().dtype(at::kFloat));
   });
   if (!built.ok()) return built;
   LoadPlan plan;
@@ -170,20 +173,80 @@ absl::StatusOr<std::unique_ptr<Model>> LoadOpenClip(const std::string& dir,
   }
 
   ModelDescription d = DescribePlacement("openclip", *placement);
-  d.architecture = config->ArchitectureName();
+  d.architecture = config.ArchitectureName();
+  d.activation = config.quick_gelu ? "quick_gelu" : "gelu";
   d.accepts_text = true;
   d.accepts_image = true;
-  d.embedding_dim = config->embed_dim;
+  d.embedding_dim = config.embed_dim;
   d.multi_vector = false;
-  d.context_length = config->text.context_length;
-  d.image_size = config->vision.image_size;
+  d.context_length = config.text.context_length;
+  d.image_size = config.vision.image_size;
   d.outputs_normalized = false;
   d.logit_scale = std::exp(module->logit_scale.item<float>());
   d.scoring = "cosine";
   d.capabilities.classify = d.logit_scale > 0;
-  return std::unique_ptr<Model>(new OpenClipModel(*std::move(config), *std::move(tokenizer),
+  if (describe) describe(d);
+  return std::unique_ptr<Model>(new OpenClipModel(std::move(config), std::move(tokenizer),
                                                   std::move(module), *placement,
                                                   std::move(d)));
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Model>> LoadOpenClip(const std::string& dir,
+                                                    const RuntimeOptions& options) {
+  absl::StatusOr<OpenClipConfig> config = ReadOpenClipConfig(dir);
+  if (!config.ok()) return config.status();
+  absl::StatusOr<std::unique_ptr<tokenizers::ClipTokenizer>> tokenizer = LoadTokenizer(dir);
+  if (!tokenizer.ok()) return tokenizer.status();
+  return Build(dir, *std::move(config), *std::move(tokenizer), options, nullptr);
+}
+
+absl::StatusOr<std::unique_ptr<Model>> LoadOpenClipPretrained(const PretrainedSpec& spec,
+                                                              const std::string& dir,
+                                                              const RuntimeOptions& options) {
+  absl::StatusOr<ResolvedPretrained> resolved = ResolvePretrained(spec);
+  if (!resolved.ok()) return resolved.status();
+  const PretrainedTag& tag = resolved->tag;
+  const std::string where = absl::StrCat("openclip:", spec.architecture, "/", spec.tag);
+  // The native preprocessing is torchvision's bicubic shortest-side resize and center crop.
+  if (tag.interpolation != "bicubic") {
+    return absl::UnimplementedError(absl::StrCat(
+        where, ": the tag's preprocessing uses interpolation '", tag.interpolation,
+        "'; the native OpenCLIP runs bicubic only"));
+  }
+  if (tag.resize_mode != "shortest") {
+    return absl::UnimplementedError(absl::StrCat(
+        where, ": the tag's preprocessing uses resize_mode '", tag.resize_mode,
+        "'; the native OpenCLIP runs 'shortest' (resize the short side, center crop) only"));
+  }
+  // open_clip's tokenizer for a built-in architecture: its bundled BPE vocabulary, whatever
+  // files the repo holds.
+  absl::StatusOr<std::unique_ptr<tokenizers::ClipTokenizer>> tokenizer =
+      tokenizers::ClipTokenizer::FromBundledVocab();
+  if (!tokenizer.ok()) return tokenizer.status();
+  std::error_code ec;
+  const std::string file =
+      fs::exists(fs::path(dir) / kPretrainedSafetensors, ec) ? kPretrainedSafetensors : kPretrainedBin;
+  const std::string origin = absl::StrCat(tag.hf_hub, "@", fs::path(dir).filename().string(), "/", file);
+  const std::string architecture = spec.architecture;
+  return Build(dir, resolved->config, *std::move(tokenizer), options,
+               [&](ModelDescription& d) {
+                 d.architecture = architecture;
+                 d.resolved_source = origin;
+               });
+}
+
+absl::StatusOr<int64_t> PretrainedParameterCount(const PretrainedSpec& spec) {
+  absl::StatusOr<ResolvedPretrained> resolved = ResolvePretrained(spec);
+  if (!resolved.ok()) return resolved.status();
+  int64_t total = 0;
+  for (const auto& [name, shape] : ParameterShapes(resolved->config)) {
+    int64_t n = 1;
+    for (int64_t d : shape) n *= d;
+    total += n;
+  }
+  return total;
 }
 
 std::vector<std::pair<std::string, std::vector<int64_t>>> ParameterShapes(
