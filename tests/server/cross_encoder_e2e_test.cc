@@ -1,7 +1,8 @@
-// Cross-encoder rerankers end to end: replicas of BAAI/bge-reranker-v2-m3 (XLM-R) and
-// cross-encoder/ms-marco-MiniLM-L-6-v2 (BERT) in a fake Hugging Face cache, served by their
-// real names (hf:ORG/REPO, offline), rerank with the scores of the independent PyTorch
-// reference; sigmoid, top_k, truncation per candidate, and what a cross-encoder refuses.
+// Cross-encoder rerankers end to end: replicas of BAAI/bge-reranker-v2-m3, -large (safetensors
+// and .bin), -base (.bin only) (XLM-R) and cross-encoder/ms-marco-MiniLM-L-6-v2 (BERT) in a
+// fake Hugging Face cache, served by their real names (hf:ORG/REPO, offline), rerank with the
+// scores of the independent PyTorch reference; sigmoid, top_k, truncation per candidate, and
+// what a cross-encoder refuses.
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -55,6 +56,16 @@ struct Replicas {
   std::string bert_dir;
 };
 
+// `dir`'s model.safetensors as pytorch_model.bin, written by Debian's PyTorch
+// (torch.save, as the hub's .bin files are); `keep_safetensors` false removes the original.
+void AddTorchBin(const std::string& dir, bool keep_safetensors) {
+  const std::string command = "/usr/bin/python3 " + std::string(EMBEDSERVE_SOURCE_DIR) +
+                              "/tests/tools/safetensors_to_bin.py " + dir + "/model.safetensors " +
+                              dir + "/pytorch_model.bin roberta.embeddings.position_ids";
+  REQUIRE(std::system(command.c_str()) == 0);
+  if (!keep_safetensors) fs::remove(dir + "/model.safetensors");
+}
+
 const Replicas& HubReplicas() {
   static const Replicas replicas = [] {
     Replicas r;
@@ -66,6 +77,15 @@ const Replicas& HubReplicas() {
     REQUIRE(WriteRandomCrossEncoder(TinyBertConfig(), r.bert_dir, "F32", 12).ok());
     AddToHubCache(r.cache, "BAAI/bge-reranker-v2-m3", r.xlmr_dir);
     AddToHubCache(r.cache, "cross-encoder/ms-marco-MiniLM-L-6-v2", r.bert_dir);
+    // bge-reranker-large ships model.safetensors and pytorch_model.bin; bge-reranker-base's
+    // main branch only pytorch_model.bin. Same weights as the v2-m3 replica, so same scores.
+    const std::string both = root + "/large", bin_only = root + "/base";
+    fs::copy(r.xlmr_dir, both);
+    fs::copy(r.xlmr_dir, bin_only);
+    AddTorchBin(both, /*keep_safetensors=*/true);
+    AddTorchBin(bin_only, /*keep_safetensors=*/false);
+    AddToHubCache(r.cache, "BAAI/bge-reranker-large", both);
+    AddToHubCache(r.cache, "BAAI/bge-reranker-base", bin_only);
     return r;
   }();
   return replicas;
@@ -83,7 +103,9 @@ ServerProcess& RerankerServer() {
   static const bool pointed = PointAtHubReplicas();
   (void)pointed;
   static ServerProcess server({"--model", "bge=hf:BAAI/bge-reranker-v2-m3", "--model",
-                               "minilm=hf:cross-encoder/ms-marco-MiniLM-L-6-v2"});
+                               "minilm=hf:cross-encoder/ms-marco-MiniLM-L-6-v2", "--model",
+                               "large=hf:BAAI/bge-reranker-large", "--model",
+                               "base=hf:BAAI/bge-reranker-base"});
   return server;
 }
 
@@ -144,8 +166,11 @@ TEST_CASE("hub replicas load by their real names and rerank with the reference's
   ServerProcess& server = RerankerServer();
   REQUIRE(server.healthy());
   auto client = Client::Create(server.unix_target());
-  for (const auto& [name, dir] : {std::pair<std::string, std::string>{"bge", HubReplicas().xlmr_dir},
-                                  {"minilm", HubReplicas().bert_dir}}) {
+  const std::string& xlmr = HubReplicas().xlmr_dir;
+  for (const auto& [name, dir] : {std::pair<std::string, std::string>{"bge", xlmr},
+                                  {"minilm", HubReplicas().bert_dir},
+                                  {"large", xlmr},
+                                  {"base", xlmr}}) {
     INFO("model " << name);
     auto response = client->Rerank(Request(name));
     INFO(response.status().ToString());
