@@ -12,8 +12,6 @@
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <mutex>
 
 #include <algorithm>
@@ -61,7 +59,6 @@ std::string ReadFile(const std::string& path) {
 // Scrapes http://127.0.0.1:port/metrics for embedserve_batch_size buckets of `modality`.
 std::string BatchSizeDistribution(int port, const std::string& modality);
 std::string DeviceMemoryLines(int port);
-double ProcessCpuSeconds(pid_t pid);
 
 }  // namespace
 
@@ -200,8 +197,8 @@ int main(int argc, char** argv) {
     std::vector<std::vector<std::array<double, 4>>> timings(concurrency);
     std::mutex error_mu;
     std::vector<std::thread> callers;
-    const double server_cpu_before = ProcessCpuSeconds(server.pid());
-    const double client_cpu_before = ProcessCpuSeconds(getpid());
+    const double server_cpu_before = embedserve::testing::ProcessCpuSeconds(server.pid());
+    const double client_cpu_before = embedserve::testing::ProcessCpuSeconds(getpid());
     const auto start = std::chrono::steady_clock::now();
     for (int c = 0; c < concurrency; ++c) {
       callers.emplace_back([&, c] {
@@ -227,8 +224,8 @@ int main(int argc, char** argv) {
     stop = true;
     for (auto& t : callers) t.join();
     const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    server_cpu += ProcessCpuSeconds(server.pid()) - server_cpu_before;
-    client_cpu += ProcessCpuSeconds(getpid()) - client_cpu_before;
+    server_cpu += embedserve::testing::ProcessCpuSeconds(server.pid()) - server_cpu_before;
+    client_cpu += embedserve::testing::ProcessCpuSeconds(getpid()) - client_cpu_before;
     for (int c = 0; c < concurrency; ++c) {
       all.insert(all.end(), latencies[c].begin(), latencies[c].end());
       for (const auto& t : timings[c]) {
@@ -270,49 +267,19 @@ int main(int argc, char** argv) {
 
 namespace {
 
-// utime + stime of a process, from /proc/PID/stat (fields 14 and 15, in clock ticks).
-double ProcessCpuSeconds(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  const size_t close = stat.rfind(')');  // the command name may hold spaces
-  if (close == std::string::npos) return 0;
-  std::istringstream fields(stat.substr(close + 2));
-  std::string field;
-  double ticks = 0;
-  for (int i = 3; i <= 15 && fields >> field; ++i) {
-    if (i >= 14) ticks += std::stod(field);
-  }
-  return ticks / static_cast<double>(sysconf(_SC_CLK_TCK));
-}
 
-std::string FetchMetrics(int port) {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) return "(no metrics)";
-  const std::string get = "GET /metrics HTTP/1.1\r\n\r\n";
-  send(fd, get.data(), get.size(), 0);
-  std::string page;
-  char buffer[8192];
-  ssize_t n;
-  while ((n = recv(fd, buffer, sizeof buffer, 0)) > 0) page.append(buffer, n);
-  close(fd);
-  return page;
-}
 
 // The device memory gauges' lines (CUDA only), or "".
 std::string DeviceMemoryLines(int port) {
   std::string out;
-  for (absl::string_view line : absl::StrSplit(FetchMetrics(port), '\n')) {
+  for (absl::string_view line : absl::StrSplit(embedserve::testing::HttpGetLocal(port, "/metrics"), '\n')) {
     if (absl::StartsWith(line, "embedserve_device_memory")) absl::StrAppend(&out, "  ", line, "\n");
   }
   return out;
 }
 
 std::string BatchSizeDistribution(int port, const std::string& modality) {
-  const std::string page = FetchMetrics(port);
+  const std::string page = embedserve::testing::HttpGetLocal(port, "/metrics");
   // Turn cumulative buckets into "le<=N: count" pairs with non-zero counts.
   std::string out;
   long previous = 0;

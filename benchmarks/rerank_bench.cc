@@ -21,9 +21,7 @@
 // Exit status: 0 if every call succeeded and matched the baseline; 1 otherwise. The 1.0x
 // bar is printed, not enforced.
 #include <fcntl.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -97,44 +95,11 @@ std::string CpuModel() {
   return "unknown";
 }
 
-// utime + stime of a process, from /proc/PID/stat (fields 14 and 15, in clock ticks).
-double ProcessCpuSeconds(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  const size_t close = stat.rfind(')');
-  if (close == std::string::npos) return 0;
-  std::istringstream fields(stat.substr(close + 2));
-  std::string field;
-  double ticks = 0;
-  for (int i = 3; i <= 15 && fields >> field; ++i) {
-    if (i >= 14) ticks += std::stod(field);
-  }
-  return ticks / static_cast<double>(sysconf(_SC_CLK_TCK));
-}
 
-std::string FetchMetrics(int port) {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    close(fd);
-    return "";
-  }
-  const std::string get = "GET /metrics HTTP/1.1\r\n\r\n";
-  send(fd, get.data(), get.size(), 0);
-  std::string page;
-  char buffer[8192];
-  ssize_t n;
-  while ((n = recv(fd, buffer, sizeof buffer, 0)) > 0) page.append(buffer, n);
-  close(fd);
-  return page;
-}
 
 // The server's pair batch sizes from its histogram, as "<=N: count" for non-empty buckets.
 std::string BatchSizeDistribution(int port) {
-  const std::string page = FetchMetrics(port);
+  const std::string page = embedserve::testing::HttpGetLocal(port, "/metrics");
   std::string out;
   long previous = 0;
   const std::string prefix = "embedserve_batch_size_bucket{model=\"reranker\",modality=\"pair\",le=\"";
@@ -445,7 +410,7 @@ int Run(int argc, char** argv) {
     std::vector<std::vector<double>> latency(concurrency);
     std::atomic<long> errors{0};
     std::vector<std::string> messages(concurrency);
-    const double cpu_before = ProcessCpuSeconds(server.pid());
+    const double cpu_before = embedserve::testing::ProcessCpuSeconds(server.pid());
     const auto start = Clock::now();
     std::vector<std::thread> callers;
     for (int c = 0; c < concurrency; ++c) {
@@ -479,7 +444,7 @@ int Run(int argc, char** argv) {
     }
     for (auto& t : callers) t.join();
     const double elapsed = Seconds(start);
-    server_cores.push_back((ProcessCpuSeconds(server.pid()) - cpu_before) / elapsed);
+    server_cores.push_back((embedserve::testing::ProcessCpuSeconds(server.pid()) - cpu_before) / elapsed);
     for (const auto& l : latency) latencies_ms.insert(latencies_ms.end(), l.begin(), l.end());
     for (const std::string& m : messages) {
       if (!m.empty()) std::printf("  server error: %s\n", m.c_str());
@@ -488,12 +453,12 @@ int Run(int argc, char** argv) {
     const double server_rate = round_pairs / elapsed;
 
     // B: the baseline on the same calls.
-    const double py_cpu_before = ProcessCpuSeconds(baseline.pid());
+    const double py_cpu_before = embedserve::testing::ProcessCpuSeconds(baseline.pid());
     const auto b_start = Clock::now();
     const json b = baseline.Command("round");
     const double b_wall = Seconds(b_start);
     const double b_seconds = b.at("seconds").get<double>();
-    baseline_cores.push_back((ProcessCpuSeconds(baseline.pid()) - py_cpu_before) / b_wall);
+    baseline_cores.push_back((embedserve::testing::ProcessCpuSeconds(baseline.pid()) - py_cpu_before) / b_wall);
     const auto logits = b.at("logits").get<std::vector<std::vector<float>>>();
     const double baseline_rate = round_pairs / b_seconds;
     const long padded = b.at("padded_tokens").get<long>();

@@ -210,30 +210,6 @@ TEST_CASE("SIGTERM lets an in-flight call complete, then the server exits 0 and 
 
 namespace {
 
-// GET http://127.0.0.1:port/path; returns the whole response (head and body).
-std::string HttpGet(int port, const std::string& path) {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    close(fd);
-    return "";
-  }
-  // A scrape gives up after 10 s, as Prometheus' default scrape timeout does.
-  timeval timeout{10, 0};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
-  const std::string request =
-      "GET " + path + " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
-  send(fd, request.data(), request.size(), 0);
-  std::string response;
-  char buffer[4096];
-  ssize_t n;
-  while ((n = recv(fd, buffer, sizeof buffer, 0)) > 0) response.append(buffer, n);
-  close(fd);
-  return response;
-}
 
 }  // namespace
 
@@ -245,7 +221,7 @@ TEST_CASE("Prometheus metrics count calls by method, model and code") {
   for (int i = 0; i < 3; ++i) CHECK_FALSE(client->Embed(TextRequest("nope", "x")).ok());
   CHECK_FALSE(client->Tokenize(v1::TokenizeRequest()).ok());
   CHECK(client->GetModel("nope").status().code() == absl::StatusCode::kNotFound);
-  const std::string page = HttpGet(metrics_port, "/metrics");
+  const std::string page = embedserve::testing::HttpGetLocal(metrics_port, "/metrics");
   // GetModel records its real outcome (it used to count NOT_FOUND answers as OK).
   CHECK_THAT(page, Catch::Contains(
       "embedserve_requests_total{method=\"GetModel\",model=\"unknown\",code=\"NOT_FOUND\"} 1"));
@@ -259,7 +235,7 @@ TEST_CASE("Prometheus metrics count calls by method, model and code") {
   CHECK_THAT(page, Catch::Contains(
       "embedserve_request_seconds_count{method=\"Embed\",model=\"unknown\"} 3"));
   CHECK_THAT(page, !Catch::Contains("nope"));
-  CHECK_THAT(HttpGet(metrics_port, "/other"), Catch::StartsWith("HTTP/1.1 404"));
+  CHECK_THAT(embedserve::testing::HttpGetLocal(metrics_port, "/other"), Catch::StartsWith("HTTP/1.1 404"));
 }
 
 TEST_CASE("idle connections to /metrics do not hold up a scrape") {
@@ -278,9 +254,9 @@ TEST_CASE("idle connections to /metrics do not hold up a scrape") {
     REQUIRE(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
     idle.push_back(fd);  // connected, sends nothing
   }
-  CHECK_THAT(HttpGet(metrics_port, "/metrics"), Catch::StartsWith("HTTP/1.1 200 OK"));
+  CHECK_THAT(embedserve::testing::HttpGetLocal(metrics_port, "/metrics"), Catch::StartsWith("HTTP/1.1 200 OK"));
   // A request head over the limit is refused, not buffered without end.
-  CHECK_THAT(HttpGet(metrics_port, "/metrics?" + std::string(20000, 'a')),
+  CHECK_THAT(embedserve::testing::HttpGetLocal(metrics_port, "/metrics?" + std::string(20000, 'a')),
              Catch::StartsWith("HTTP/1.1 414"));
   for (const int fd : idle) close(fd);
 }
@@ -317,7 +293,7 @@ TEST_CASE("unknown model names cannot grow the metrics or the log with or withou
       REQUIRE(server.healthy());
       auto client = Client::Create(server.unix_target());
       CHECK_FALSE(client->Embed(TextRequest("first-unknown", "a")).ok());
-      const std::string before = HttpGet(metrics_port, "/metrics");
+      const std::string before = embedserve::testing::HttpGetLocal(metrics_port, "/metrics");
       // 200 calls, each naming a different 10 KB model.
       for (int i = 0; i < 200; ++i) {
         const std::string name = std::to_string(i) + std::string(10000, 'x');
@@ -325,7 +301,7 @@ TEST_CASE("unknown model names cannot grow the metrics or the log with or withou
         CHECK(answer.status().code() == (with_auth ? absl::StatusCode::kUnauthenticated
                                                    : absl::StatusCode::kNotFound));
       }
-      const std::string after = HttpGet(metrics_port, "/metrics");
+      const std::string after = embedserve::testing::HttpGetLocal(metrics_port, "/metrics");
       CHECK(RequestSeries(after) <= RequestSeries(before) + 1);
       CHECK(after.size() < before.size() + 2000);
       CHECK(after.find("xxxxxxxxxx") == std::string::npos);
@@ -339,7 +315,7 @@ TEST_CASE("unknown model names cannot grow the metrics or the log with or withou
         CHECK_THAT(std::string(long_name.status().message()), Catch::Contains("(20000 bytes)"));
         // A served model keeps its own label.
         CHECK(client->Embed(TextRequest("demo", "a")).ok());
-        CHECK_THAT(HttpGet(metrics_port, "/metrics"),
+        CHECK_THAT(embedserve::testing::HttpGetLocal(metrics_port, "/metrics"),
                    Catch::Contains("embedserve_requests_total{method=\"Embed\",model=\"demo\",code=\"OK\"} 1"));
       }
     }

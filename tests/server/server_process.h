@@ -39,4 +39,12 @@ class ServerProcess {
 // A free loopback TCP port (bound then released; good enough for tests).
 int FreeTcpPort();
 
+// GET `path` from 127.0.0.1:`port` over HTTP/1.1 with "Connection: close": the whole
+// response (status line, headers, body), or "" if nothing listens. Gives up after 10 s
+// without data, as Prometheus' default scrape timeout does.
+std::string HttpGetLocal(int port, const std::string& path);
+
+// utime + stime of a process so far, in seconds (/proc/PID/stat); 0 if unknown.
+double ProcessCpuSeconds(pid_t pid);
+
 }  // namespace embedserve::testing
