@@ -162,6 +162,9 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerConfig& config
         "could not bind every listen address (", config.listen.size(),
         " given); is a port in use or a directory missing?"));
   }
+  // gRPC's default health service starts with "" SERVING: say NOT_SERVING at once, before
+  // anything else, so a probe can see SERVING for "" only for the moments in between.
+  server->SetAllNotServing();
   for (const auto& port : ports) {
     if (*port == 0) return absl::UnavailableError("a TCP listen address could not be bound");
     server->tcp_ports_.push_back(*port);

@@ -63,10 +63,19 @@ ServerProcess::ServerProcess(std::vector<std::string> extra_args, double startup
     }
     // A fresh channel per attempt: a channel that failed to connect backs off for seconds.
     auto client = client::Client::Create(unix_target(), {absl::Seconds(1)});
-    auto health = client->Health("");
-    if (health.ok() && *health == grpc::health::v1::HealthCheckResponse::SERVING) {
-      healthy_ = true;
-      return;
+    auto serving = [&client] {
+      auto health = client->Health("");
+      return health.ok() && *health == grpc::health::v1::HealthCheckResponse::SERVING;
+    };
+    // gRPC's default health service says SERVING for "" from BuildAndStart until the server
+    // sets NOT_SERVING a moment later; an answer in that window is not readiness. A second
+    // SERVING 50 ms on comes after it, so only once the models are loaded.
+    if (serving()) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      if (serving()) {
+        healthy_ = true;
+        return;
+      }
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
