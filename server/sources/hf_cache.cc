@@ -267,25 +267,22 @@ absl::StatusOr<std::vector<std::string>> SelectFiles(
   std::set<std::string> seen;
   for (const FileWant& want : wants) {
     bool found = false;
-    for (const std::string& name : want.any_of) {
-      if (!IsSafeRelativePath(name)) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(spec_name, ": requested file name '", Sanitize(name), "' is invalid"));
+    // Takes every name of `names` the repo has; with `until_found`, stops at the first.
+    auto take = [&](const std::vector<std::string>& names, bool until_found) -> absl::Status {
+      for (const std::string& name : names) {
+        if (until_found && found) break;
+        if (!IsSafeRelativePath(name)) {
+          return absl::InvalidArgumentError(
+              absl::StrCat(spec_name, ": requested file name '", Sanitize(name), "' is invalid"));
+        }
+        if (!has(name)) continue;
+        found = true;
+        if (seen.insert(name).second) out.push_back(name);
       }
-      if (!has(name)) continue;
-      found = true;
-      if (seen.insert(name).second) out.push_back(name);
-    }
-    for (const std::string& name : want.fallback) {
-      if (found) break;
-      if (!IsSafeRelativePath(name)) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(spec_name, ": requested file name '", Sanitize(name), "' is invalid"));
-      }
-      if (!has(name)) continue;
-      found = true;
-      if (seen.insert(name).second) out.push_back(name);
-    }
+      return absl::OkStatus();
+    };
+    if (absl::Status s = take(want.any_of, /*until_found=*/false); !s.ok()) return s;
+    if (absl::Status s = take(want.fallback, /*until_found=*/true); !s.ok()) return s;
     if (!found && want.required) {
       std::vector<std::string> names = want.any_of;
       names.insert(names.end(), want.fallback.begin(), want.fallback.end());
