@@ -29,6 +29,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "common/log.h"
+#include "server/http/gateway.h"
 #include "server/metrics/device_memory.h"
 #include "server/metrics/http_exporter.h"
 #include "server/metrics/metrics.h"
@@ -77,6 +78,11 @@ struct Flags {
   bool access_log = true;
   int max_concurrent_per_client = 0;
   std::string metrics_listen;
+  std::vector<std::string> http_listen;
+  int http_max_connections = 128;
+  double http_idle_timeout_s = 5;
+  double http_read_timeout_s = 30;
+  int64_t http_max_body_bytes = 0;  // 0: twice --max-message-bytes
   std::string auth_token_file;
   std::string tls_cert, tls_key, tls_client_ca;
   bool continue_on_model_failure = false;
@@ -186,6 +192,23 @@ int Run(int argc, char** argv) {
   app.add_option("--metrics-listen", f.metrics_listen,
                  "Serve Prometheus metrics at http://HOST:PORT/metrics (off when empty)")
       ->envname("EMBEDSERVE_METRICS_LISTEN");
+  app.add_option("--http-listen", f.http_listen,
+                 "Serve the HTTP API (OpenAI /v1/embeddings, /v1/rerank, /v1/models, /health, "
+                 "/metrics) on HOST:PORT or unix:PATH; repeatable (off when not given)")
+      ->envname("EMBEDSERVE_HTTP_LISTEN");
+  app.add_option("--http-max-connections", f.http_max_connections,
+                 "HTTP connections served at once (as many more wait accepted)")
+      ->envname("EMBEDSERVE_HTTP_MAX_CONNECTIONS")->check(CLI::Range(1, 4096))->capture_default_str();
+  app.add_option("--http-idle-timeout-s", f.http_idle_timeout_s,
+                 "Close an HTTP connection idle this long (before a request or between two)")
+      ->envname("EMBEDSERVE_HTTP_IDLE_TIMEOUT_S")->check(CLI::Range(0.1, 3600.0))->capture_default_str();
+  app.add_option("--http-read-timeout-s", f.http_read_timeout_s,
+                 "A whole HTTP request (head and body) must arrive within this")
+      ->envname("EMBEDSERVE_HTTP_READ_TIMEOUT_S")->check(CLI::Range(0.1, 3600.0))->capture_default_str();
+  app.add_option("--http-max-body-bytes", f.http_max_body_bytes,
+                 "Largest HTTP request body (0: twice --max-message-bytes, for base64 and JSON)")
+      ->envname("EMBEDSERVE_HTTP_MAX_BODY_BYTES")->check(CLI::Range(int64_t{0}, int64_t{1} << 32))
+      ->capture_default_str();
   app.add_option("--auth-token-file", f.auth_token_file,
                  "Require 'authorization: Bearer TOKEN' on every method but health; one token per line")
       ->envname("EMBEDSERVE_AUTH_TOKEN_FILE");
@@ -437,6 +460,35 @@ int Run(int argc, char** argv) {
              absl::StrCat("address=", LogQuote(f.metrics_listen), " port=", exporter->port()));
   }
 
+  std::unique_ptr<http::Gateway> http_gateway;
+  if (!f.http_listen.empty()) {
+    std::vector<http::ListenerOptions> listeners;
+    for (const std::string& address : f.http_listen) {
+      http::ListenerOptions options;
+      options.address = address;
+      options.socket_mode = socket_mode;
+      options.max_connections = f.http_max_connections;
+      options.keep_alive_timeout = absl::Seconds(f.http_idle_timeout_s);
+      options.read_timeout = absl::Seconds(f.http_read_timeout_s);
+      options.max_body_bytes =
+          f.http_max_body_bytes > 0 ? f.http_max_body_bytes : 2 * int64_t{f.max_message_bytes};
+      listeners.push_back(options);
+    }
+    absl::StatusOr<std::unique_ptr<http::Gateway>> started =
+        http::Gateway::Start(listeners, (*server)->InProcessChannel(), &pipeline);
+    if (!started.ok()) {
+      LogEvent(LogLevel::kError, "start_failed", absl::StrCat("error=", LogQuote(started.status().message())));
+      (*server)->Shutdown(absl::Now());
+      return 1;
+    }
+    http_gateway = *std::move(started);
+    for (size_t i = 0; i < f.http_listen.size(); ++i) {
+      LogEvent(LogLevel::kInfo, "http_listening",
+               absl::StrCat("address=", LogQuote(f.http_listen[i]),
+                            " port=", http_gateway->ports()[i]));
+    }
+  }
+
   // Signal watcher: the first SIGTERM/SIGINT starts the drain.
   std::thread signal_thread([&] {
     unsigned char byte = 0;
@@ -445,7 +497,13 @@ int Run(int argc, char** argv) {
     const int signal_number = byte;
     LogEvent(LogLevel::kInfo, "draining",
              absl::StrCat("signal=", signal_number, " deadline_s=", f.drain_timeout_s));
+    // HTTP requests being handled are gRPC calls in flight: the drain lets them finish
+    // while the listener stops taking new ones.
+    std::thread http_stop([&http_gateway] {
+      if (http_gateway) http_gateway->Stop();
+    });
     (*server)->Shutdown(absl::Now() + absl::Seconds(f.drain_timeout_s));
+    http_stop.join();
   });
 
   rpc::Server* const grpc_server = server->get();

@@ -183,6 +183,13 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerConfig& config
   return server;
 }
 
+std::shared_ptr<grpc::Channel> Server::InProcessChannel() const {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(-1);
+  args.SetMaxSendMessageSize(-1);
+  return server_->InProcessChannel(args);
+}
+
 void Server::SetServing(const std::string& service, bool serving) {
   if (auto* health = server_->GetHealthCheckService()) {
     health->SetServingStatus(service, serving);

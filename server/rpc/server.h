@@ -8,6 +8,7 @@
 
 #include <grpcpp/security/server_credentials.h>
 #include <grpcpp/impl/service_type.h>
+#include <grpcpp/channel.h>
 #include <grpcpp/server.h>
 
 #include "absl/status/status.h"
@@ -60,6 +61,10 @@ class Server {
 
   // The gate `config` asks for: per-client limit, access log, bearer tokens.
   static std::unique_ptr<CallGate> MakeGate(const ServerConfig& config);
+
+  // A channel to these services inside the process (the HTTP gateway's way in): calls pass
+  // the same gate, limits and pipeline as a socket's, with no message size limit of its own.
+  std::shared_ptr<grpc::Channel> InProcessChannel() const;
 
   // The TCP ports actually bound, in listen order (useful with port 0).
   const std::vector<int>& tcp_ports() const { return tcp_ports_; }
