@@ -30,8 +30,8 @@
 #include "absl/time/clock.h"
 #include "common/log.h"
 #include "server/http/gateway.h"
+#include "server/http/metrics_endpoint.h"
 #include "server/metrics/device_memory.h"
-#include "server/metrics/http_exporter.h"
 #include "server/metrics/metrics.h"
 #include "server/model_loader.h"
 #include "server/openclip_source.h"
@@ -422,7 +422,7 @@ int Run(int argc, char** argv) {
   LogEvent(LogLevel::kInfo, "listening", absl::StrCat("addresses=", LogQuote(listening)));
   pipeline.Start();
 
-  std::unique_ptr<metrics::HttpExporter> exporter;
+  std::unique_ptr<http::HttpListener> exporter;
   metrics::Global().SetGauge("embedserve_queue_depth", "Items waiting per model and modality",
                              [&pipeline] { return pipeline.executor().QueueDepths(); });
   metrics::Global().SetGauge("embedserve_effective_max_batch_size",
