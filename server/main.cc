@@ -448,8 +448,8 @@ int Run(int argc, char** argv) {
                         [](const metrics::DeviceMemory& m) { return m.total_bytes - m.free_bytes; });
   }
   if (!f.metrics_listen.empty()) {
-    absl::StatusOr<std::unique_ptr<metrics::HttpExporter>> started =
-        metrics::HttpExporter::Start(f.metrics_listen, &metrics::Global());
+    absl::StatusOr<std::unique_ptr<http::HttpListener>> started =
+        http::StartMetricsEndpoint(f.metrics_listen, &metrics::Global());
     if (!started.ok()) {
       LogEvent(LogLevel::kError, "start_failed", absl::StrCat("error=", LogQuote(started.status().message())));
       (*server)->Shutdown(absl::Now());
