@@ -118,6 +118,7 @@ int main(int argc, char** argv) {
   auto http_caller = [&] {
     auto client = std::make_shared<httplib::Client>("127.0.0.1", http_port);
     client->set_keep_alive(true);
+    client->set_tcp_nodelay(true);  // as Node, urllib3 and Go clients do
     client->set_read_timeout(60, 0);
     return [client, &body, batch]() {
       auto result = client->Post("/v1/embeddings", body, "application/json");
