@@ -94,6 +94,9 @@ struct Flags {
   std::string log_level = "info";
 };
 
+// How long the process may take to exit after the drain before it is ended anyway.
+constexpr absl::Duration kExitGrace = absl::Seconds(10);
+
 // SIGTERM/SIGINT reach the watcher thread through a pipe. A handler, not sigwait alone:
 // libraries (OpenBLAS) start threads before main() can block the signals, and a signal
 // delivered to one of them would otherwise kill the process.
@@ -504,6 +507,16 @@ int Run(int argc, char** argv) {
     });
     (*server)->Shutdown(absl::Now() + absl::Seconds(f.drain_timeout_s));
     http_stop.join();
+    // The drain deadline holds even when the rest of the exit cannot go on (a model load
+    // stuck in a read or a download, a forward that will not end): past a grace period after
+    // the drain, the process ends anyway.
+    std::thread([] {
+      absl::SleepFor(kExitGrace);
+      LogEvent(LogLevel::kError, "forced_exit",
+               absl::StrCat("reason=\"still running ", absl::FormatDuration(kExitGrace),
+                            " after the drain (a model load or a forward did not end)\""));
+      std::_Exit(1);
+    }).detach();
   });
 
   rpc::Server* const grpc_server = server->get();

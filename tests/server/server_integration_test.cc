@@ -7,6 +7,9 @@
 #include <netinet/in.h>
 #include <unistd.h>
 
+#include <arpa/inet.h>
+
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -351,4 +354,43 @@ TEST_CASE("the per-client concurrency limit refuses a client's extra calls only"
   stream->WritesDone();
   CHECK(stream->Finish().ok());
   CHECK(call_as("worker-a").error_code() == grpc::StatusCode::NOT_FOUND);  // slot freed
+}
+
+// Issue 19, row 2: the drain deadline holds while a model load is stuck. The load here
+// downloads from a hub endpoint that accepts connections and never answers (as a stalled
+// proxy would): without a bound, SIGTERM waited for the download's own timeouts (a minute or
+// more per attempt) and the process outlived its drain by far.
+TEST_CASE("SIGTERM ends the process soon after the drain even while a model load is stuck") {
+  const int listener = socket(AF_INET, SOCK_STREAM, 0);
+  REQUIRE(listener >= 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+  REQUIRE(listen(listener, 16) == 0);
+  socklen_t size = sizeof addr;
+  REQUIRE(getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &size) == 0);
+  const int port = ntohs(addr.sin_port);
+  // Connections are accepted by the kernel (backlog) and never read from or answered.
+  const std::string cache = "/tmp/embedserve-stuck-load-" + std::to_string(getpid());
+  std::filesystem::create_directories(cache);
+  setenv("HF_ENDPOINT", ("http://127.0.0.1:" + std::to_string(port)).c_str(), 1);
+  setenv("HF_HUB_CACHE", cache.c_str(), 1);
+  unsetenv("HF_HUB_OFFLINE");
+  {
+    ServerProcess server({"--model", "stuck=hf:example/never-answers", "--drain-timeout-s", "1"},
+                         /*startup_s=*/3);
+    CHECK_FALSE(server.healthy());  // still loading: the download is stuck
+    const auto start = std::chrono::steady_clock::now();
+    const int code = server.StopWith(SIGTERM, /*timeout_s=*/45);
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    INFO("exit code " << code << " after " << seconds << " s");
+    CHECK(code == 1);         // ended by the exit bound, not SIGKILLed by the harness (-1)
+    CHECK(seconds < 30);      // drain 1 s + the 10 s exit grace, with room for a slow machine
+  }
+  unsetenv("HF_ENDPOINT");
+  unsetenv("HF_HUB_CACHE");
+  close(listener);
+  std::filesystem::remove_all(cache);
 }
