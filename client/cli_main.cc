@@ -74,6 +74,10 @@ int Run(int argc, char** argv) {
       ->envname("EMBEDSERVE_TARGET")->capture_default_str();
   app.add_option("--timeout", timeout_s, "Deadline per call, seconds")->capture_default_str();
   app.add_flag("--json", as_json, "Machine-readable output: one JSON object per line");
+  bool wait_for_ready = false;
+  app.add_flag("--wait-for-ready", wait_for_ready,
+               "Wait (until --timeout) for a server that is starting or restarting, instead of "
+               "failing with UNAVAILABLE at once");
   std::string token_file, tls_ca, tls_cert, tls_key, tls_server_name;
   app.add_option("--token-file", token_file, "File whose first line is the bearer token")
       ->envname("EMBEDSERVE_TOKEN_FILE");
@@ -142,6 +146,7 @@ int Run(int argc, char** argv) {
 
   client::ClientOptions options;
   options.timeout = absl::Seconds(timeout_s);
+  options.wait_for_ready = wait_for_ready;
   for (auto [path, field] : {std::pair<const std::string*, std::string*>{&tls_ca, &options.tls_root_ca},
                              {&tls_cert, &options.tls_client_cert},
                              {&tls_key, &options.tls_client_key}}) {

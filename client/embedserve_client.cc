@@ -1,6 +1,7 @@
 // The synchronous C++ client.
 #include "client/embedserve_client.h"
 
+#include <grpc/grpc.h>
 #include <grpcpp/create_channel.h>
 #include <grpcpp/security/credentials.h>
 
@@ -21,6 +22,13 @@ std::unique_ptr<Client> Client::Create(const std::string& target, ClientOptions 
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(options.max_message_bytes);
   args.SetMaxSendMessageSize(options.max_message_bytes);
+  // A server that restarts is found again within about a second of answering (gRPC's
+  // defaults back off from 1 s up to 120 s). Not GRPC_ARG_MIN_RECONNECT_BACKOFF_MS: gRPC
+  // core also takes it as the time one attempt has to connect and receive the server's
+  // HTTP/2 SETTINGS, which a busy server can miss at 100 ms (the Python client's reasons,
+  // client/python/embedserve/_common.py).
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
   std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials();
   if (!options.tls_root_ca.empty()) {
     grpc::SslCredentialsOptions ssl;
@@ -51,6 +59,7 @@ void Client::Prepare(grpc::ClientContext* context) const {
   if (options_.timeout != absl::InfiniteDuration()) {
     context->set_deadline(absl::ToChronoTime(absl::Now() + options_.timeout));
   }
+  context->set_wait_for_ready(options_.wait_for_ready);
 }
 
 absl::StatusOr<grpc::health::v1::HealthCheckResponse::ServingStatus> Client::Health(

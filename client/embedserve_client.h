@@ -19,6 +19,10 @@ struct ClientOptions {
   // Per-call deadline; InfiniteDuration() for none.
   absl::Duration timeout = absl::Seconds(60);
   int max_message_bytes = 64 << 20;
+  // Wait for the server to accept the connection (until the deadline) instead of failing at
+  // once with UNAVAILABLE: for a caller that may start before the server, or outlive a
+  // restart of it.
+  bool wait_for_ready = false;
   // Sent as `authorization: Bearer TOKEN` when not empty.
   std::string bearer_token;
   // TLS (TCP targets): PEM contents. A root CA turns TLS on; a client cert + key is for

@@ -371,6 +371,7 @@ int Run(int argc, char** argv) {
   config.limits.max_text_bytes = f.max_text_bytes;
   config.limits.max_labels = f.max_labels;
   config.limits.stream_window = f.stream_window;
+  config.limits.max_message_bytes = f.max_message_bytes;
   config.access_log = f.access_log;
   config.tls_cert_file = f.tls_cert;
   config.tls_key_file = f.tls_key;

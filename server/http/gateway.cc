@@ -6,6 +6,8 @@
 #include <string>
 #include <thread>
 
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
 #include "embedserve/v1/embed.grpc.pb.h"
@@ -34,6 +36,31 @@ void Reply(httplib::Response& response, const HttpError& error) {
 
 void ReplyError(httplib::Response& response, const absl::Status& status, Route route) {
   Reply(response, ErrorFor(status, route));
+}
+
+// A failed gRPC call's answer over HTTP. The server's retry advice (trailing metadata
+// `retry-after-ms`, server/rpc/retry_advice.h) becomes a Retry-After header; a message over
+// the size limit is 413, not 429, since no wait makes it fit.
+void ReplyCallError(httplib::Response& response, const grpc::Status& failed,
+                    const grpc::ClientContext& context, Route route) {
+  const absl::Status status = FromGrpcStatus(failed);
+  HttpError error = ErrorFor(status, route);
+  const auto& trailers = context.GetServerTrailingMetadata();
+  int64_t retry_after_ms = -1;
+  if (auto it = trailers.find("retry-after-ms"); it != trailers.end()) {
+    if (!absl::SimpleAtoi(absl::string_view(it->second.data(), it->second.size()),
+                          &retry_after_ms)) {
+      retry_after_ms = -1;
+    }
+  }
+  if (retry_after_ms >= 0) {
+    response.set_header("Retry-After", std::to_string((retry_after_ms + 999) / 1000));
+  } else if (status.code() == absl::StatusCode::kResourceExhausted &&
+             (absl::StrContains(status.message(), "larger than max") ||
+              absl::StrContains(status.message(), "--max-message-bytes"))) {
+    error.status = 413;
+  }
+  Reply(response, error);
 }
 
 }  // namespace
@@ -73,7 +100,7 @@ struct Gateway::Routes {
     }
     v1::EmbedResponse out;
     const grpc::Status status = embed->Embed(&context, call->request, &out);
-    if (!status.ok()) return ReplyError(response, FromGrpcStatus(status), Route::kEmbeddings);
+    if (!status.ok()) return ReplyCallError(response, status, context, Route::kEmbeddings);
     absl::StatusOr<std::string> body = WriteEmbeddingsResponse(*call, out);
     if (!body.ok()) return ReplyError(response, body.status(), Route::kEmbeddings);
     response.set_content(*std::move(body), kJson);
@@ -94,7 +121,7 @@ struct Gateway::Routes {
     }
     v1::RerankResponse out;
     const grpc::Status status = embed->Rerank(&context, call->request, &out);
-    if (!status.ok()) return ReplyError(response, FromGrpcStatus(status), Route::kRerank);
+    if (!status.ok()) return ReplyCallError(response, status, context, Route::kRerank);
     response.set_content(WriteRerankResponse(*call, out), kJson);
   }
 
@@ -105,7 +132,7 @@ struct Gateway::Routes {
     }
     v1::ListModelsResponse out;
     const grpc::Status status = models->ListModels(&context, v1::ListModelsRequest(), &out);
-    if (!status.ok()) return ReplyError(response, FromGrpcStatus(status), Route::kOther);
+    if (!status.ok()) return ReplyCallError(response, status, context, Route::kOther);
     response.set_content(WriteModelsResponse(out), kJson);
   }
 

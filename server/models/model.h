@@ -42,6 +42,9 @@ struct ModelDescription {
   bool accepts_pairs = false;    // scores (query, document) pairs (a cross-encoder)
   int embedding_dim = 0;
   bool multi_vector = false;     // true: each input yields [tokens x dim]
+  // Multi-vector: the fewest rows an image's embedding has (its image tokens), known before
+  // computing it, so a response too large to send is refused early; 0: unknown.
+  int min_image_rows = 0;
   int context_length = 0;        // max tokens per text (after special tokens)
   int image_size = 0;            // square input side in pixels
   std::string dtype;             // serving dtype: "float32", "bfloat16", "float16"

@@ -69,12 +69,20 @@ absl::Status CallGate::Begin(const grpc::ServerContextBase& context, std::string
   return absl::OkStatus();
 }
 
+void CallGate::FreeSlot(const std::string& client) {
+  absl::MutexLock lock(&mu_);
+  auto it = in_flight_.find(client);
+  if (it != in_flight_.end() && --it->second <= 0) in_flight_.erase(it);
+}
+
+void CallGate::Release(Ticket* ticket) {
+  if (!ticket->holds_slot) return;
+  ticket->holds_slot = false;
+  FreeSlot(ticket->client);
+}
+
 void CallGate::End(const Ticket& ticket, const absl::Status& status) {
-  if (ticket.holds_slot) {
-    absl::MutexLock lock(&mu_);
-    auto it = in_flight_.find(ticket.client);
-    if (it != in_flight_.end() && --it->second <= 0) in_flight_.erase(it);
-  }
+  if (ticket.holds_slot) FreeSlot(ticket.client);
   const double seconds = absl::ToDoubleSeconds(absl::Now() - ticket.start);
   const char* code = StatusCodeName(status.code());
   // Labels come from a bounded set: "" (no model named), the served models, "unknown".

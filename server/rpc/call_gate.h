@@ -46,7 +46,11 @@ class CallGate {
   absl::Status Begin(const grpc::ServerContextBase& context, std::string method,
                      std::string model, int items, Ticket* ticket,
                      ClientLimit limit = ClientLimit::kCounts);
-  // Ends a call: frees its slot, counts it, and writes the access log line.
+  // Frees the call's client slot now, when the answer is handed to the transport, so that a
+  // client's next call (made the moment it has the answer) finds the slot free; the call is
+  // still counted and logged by End, once its delivery is known. Idempotent.
+  void Release(Ticket* ticket);
+  // Ends a call: frees its slot (unless released), counts it, and writes the access log line.
   void End(const Ticket& ticket, const absl::Status& status);
 
   // Which model names may become metric labels (the served ones); any other name is counted
@@ -62,6 +66,7 @@ class CallGate {
 
  private:
   bool Authenticated(const grpc::ServerContextBase& context) const;
+  void FreeSlot(const std::string& client);
 
   const int max_per_client_;
   const bool access_log_;

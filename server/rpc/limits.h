@@ -11,6 +11,7 @@ struct RequestLimits {
   int64_t max_text_bytes = 1 << 20;   // --max-text-bytes: one text
   int max_labels = 1000;              // --max-labels: Classify labels per call
   int stream_window = 8;              // --stream-window: EmbedStream messages in flight
+  int64_t max_message_bytes = 64 << 20;  // --max-message-bytes: one response message
 };
 
 }  // namespace embedserve::rpc

@@ -3,6 +3,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
+#include "server/rpc/retry_advice.h"
 
 namespace embedserve::rpc {
 
@@ -44,6 +45,7 @@ grpc::ServerUnaryReactor* ModelServiceImpl::ListModels(grpc::CallbackServerConte
   absl::Status admitted = gate_->Begin(*context, "ListModels", "", 0, &ticket);
   gate_->End(ticket, admitted);
   if (!admitted.ok()) {
+    AddRetryAdvice(admitted, context);
     reactor->Finish(ToGrpcStatus(admitted));
     return reactor;
   }
@@ -71,6 +73,7 @@ grpc::ServerUnaryReactor* ModelServiceImpl::GetModel(grpc::CallbackServerContext
     }
   }
   gate_->End(ticket, status);
+  AddRetryAdvice(status, context);
   reactor->Finish(ToGrpcStatus(status));
   return reactor;
 }

@@ -339,8 +339,9 @@ def test_bearer_token():
 
 
 class ScriptedServer:
-    """An in-process gRPC server answering ListModels with scripted failures, recording the
-    metadata and the time of every attempt."""
+    """An in-process gRPC server answering ListModels with scripted failures (a code, or a
+    (code, retry-after-ms advice) pair), recording the metadata and the time of every
+    attempt."""
 
     def __init__(self, failures):
         self.failures = list(failures)
@@ -357,7 +358,11 @@ class ScriptedServer:
     def _list(self, request, context):
         self.calls.append((time.monotonic(), dict(context.invocation_metadata())))
         if self.failures:
-            context.abort(self.failures.pop(0), "scripted failure")
+            failure = self.failures.pop(0)
+            code, advice = failure if isinstance(failure, tuple) else (failure, None)
+            if advice is not None:
+                context.set_trailing_metadata((("retry-after-ms", str(advice)),))
+            context.abort(code, "scripted failure")
         return models_pb2.ListModelsResponse(models=[models_pb2.ModelInfo(name="m")])
 
     def stop(self):
@@ -374,7 +379,8 @@ class ScriptedServer:
 
 def test_retries_with_backoff_and_metadata():
     RE, UN = grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE
-    fake = ScriptedServer([RE, UN, RE])
+    # RESOURCE_EXHAUSTED as the server sends backpressure: with its retry advice.
+    fake = ScriptedServer([(RE, 0), UN, (RE, 0)])
     try:
         c = embedserve.Client(fake.target, retries=3, token="tok", client_id="worker-7",
                               backoff=embedserve.Backoff(base=0.05, cap=1))
@@ -389,7 +395,7 @@ def test_retries_with_backoff_and_metadata():
         assert md["authorization"] == "Bearer tok"
         # Out of retries: the last code.
         fake.calls.clear()
-        fake.failures = [RE, RE, RE]
+        fake.failures = [(RE, 0)] * 3
         with pytest.raises(EmbedServeError) as err, \
                 embedserve.Client(fake.target, retries=2) as c2:
             c2.models()
@@ -411,6 +417,59 @@ def test_retries_with_backoff_and_metadata():
         assert time.monotonic() - t0 < 2.0
         assert err.value.code in (UN, grpc.StatusCode.DEADLINE_EXCEEDED)
         c.close()
+    finally:
+        fake.stop()
+
+
+def test_only_failures_a_retry_can_fix_are_retried_until_the_deadline():
+    RE, UN = grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE
+    fake = ScriptedServer([])
+    fast = embedserve.Backoff(base=0.001, cap=0.002)
+    try:
+        with embedserve.Client(fake.target, timeout=30, backoff=fast) as c:
+            # RESOURCE_EXHAUSTED without the server's advice (a message over a size limit)
+            # fails the same way every time: tried once.
+            fake.failures = [RE]
+            with pytest.raises(EmbedServeError) as err:
+                c.models()
+            assert err.value.code == RE and len(fake.calls) == 1
+            # UNAVAILABLE that the server says a retry cannot fix (a model that failed to
+            # load): tried once.
+            fake.calls.clear()
+            fake.failures = [(UN, -1)]
+            with pytest.raises(EmbedServeError) as err:
+                c.models()
+            assert err.value.code == UN and len(fake.calls) == 1
+            # Backpressure is retried as long as the deadline allows, not a fixed 3 times.
+            fake.calls.clear()
+            fake.failures = [(RE, 0)] * 12 + [UN] * 3
+            assert [m.name for m in c.models()] == ["m"] and len(fake.calls) == 16
+            # The server's advice is the least wait before the retry.
+            fake.calls.clear()
+            fake.failures = [(RE, 300)]
+            assert [m.name for m in c.models()] == ["m"] and len(fake.calls) == 2
+            assert fake.calls[1][0] - fake.calls[0][0] >= 0.3
+        # Failing all along, the retries go on to the deadline the caller gave.
+        fake.calls.clear()
+        fake.failures = [UN] * 100000
+        with embedserve.Client(fake.target, timeout=1.0,
+                               backoff=embedserve.Backoff(base=0.02, cap=0.1)) as c:
+            with pytest.raises(EmbedServeError):
+                c.models()
+        assert len(fake.calls) > 4
+        assert fake.calls[-1][0] - fake.calls[0][0] >= 0.5
+        # The asyncio client follows the same rules.
+        fake.calls.clear()
+        fake.failures = [RE, (RE, 0), (RE, 0)]
+
+        async def run():
+            async with embedserve.AsyncClient(fake.target, timeout=30, backoff=fast) as ac:
+                with pytest.raises(EmbedServeError) as aerr:
+                    await ac.models()
+                assert aerr.value.code == RE and len(fake.calls) == 1
+                assert [m.name for m in await ac.models()] == ["m"]
+                assert len(fake.calls) == 4
+        asyncio.run(run())
     finally:
         fake.stop()
 
@@ -768,3 +827,161 @@ def test_pip_install_builds_the_package_with_its_protos(server, tmp_path):
                          text=True, env=dict(env, PYTHONPATH=str(target)), cwd=str(tmp_path))
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "SERVING ['%s']" % MODEL
+
+
+# ---- what is retried, and what the server records ------------------------------------------
+
+def requests_total(metrics_port, method, model):
+    """{code: count} of embedserve_requests_total for one method and model."""
+    import urllib.request
+    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % metrics_port, timeout=10) as r:
+        page = r.read().decode()
+    prefix = 'embedserve_requests_total{method="%s",model="%s",code="' % (method, model)
+    counts = {}
+    for line in page.splitlines():
+        if line.startswith(prefix):
+            code, value = line[len(prefix):].split('"} ')
+            counts[code] = int(float(value))
+    return counts
+
+
+def counted_since(metrics_port, method, model, before, total):
+    """The calls counted since `before` once there are `total` of them (a call is counted
+    when gRPC is done with it, an instant after its client has the answer)."""
+    deadline = time.monotonic() + 30
+    while True:
+        now = requests_total(metrics_port, method, model)
+        delta = {k: v - before.get(k, 0) for k, v in now.items() if v != before.get(k, 0)}
+        if sum(delta.values()) >= total or time.monotonic() > deadline:
+            return delta
+        time.sleep(0.02)
+
+
+def metered_server(*args):
+    port = _servers.free_port()
+    s = Server("--metrics-listen", "127.0.0.1:%d" % port, *args)
+    s.metrics_port = port
+    return s
+
+
+@pytest.fixture(scope="module")
+def metered():
+    """A server with metrics and a queue of 2 items."""
+    s = metered_server("--queue-capacity", "2", "--max-batch-size", "2")
+    yield s
+    assert s.stop() == 0
+
+
+def test_failures_a_retry_cannot_fix_are_tried_once_and_counted_as_they_ended(tmp_path):
+    # A small message limit, and a model that failed to load (a directory holding no model).
+    s = metered_server("--max-message-bytes", "1024", "--model", "broken=%s" % tmp_path)
+    port = s.metrics_port
+    try:
+        with embedserve.Client(s.unix_target, timeout=30) as c:
+            # 8 vectors do not fit in 1024 bytes. The server used to send it 4 times, log 4 OK
+            # answers that never arrived, and the client saw gRPC's "Sent message larger than max".
+            before = requests_total(port, "Embed", MODEL)
+            with pytest.raises(EmbedServeError) as err:
+                c.embed_texts(MODEL, ["a"] * 8)
+            assert err.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "over the limit of 1024 bytes (--max-message-bytes)" in err.value.message
+            assert counted_since(port, "Embed", MODEL, before, 1) == {"RESOURCE_EXHAUSTED": 1}
+            # What does fit is answered.
+            assert c.embed_texts(MODEL, ["a"]).shape == (1, DIM)
+            # A model that failed to load stays failed: one attempt, not four.
+            assert c.model("broken").state == "failed"
+            before = requests_total(port, "Embed", "broken")
+            with pytest.raises(EmbedServeError) as err:
+                c.embed_texts("broken", ["a"])
+            assert err.value.code == grpc.StatusCode.UNAVAILABLE
+            assert "failed to load" in err.value.message
+            assert counted_since(port, "Embed", "broken", before, 1) == {"UNAVAILABLE": 1}
+    finally:
+        assert s.stop() == 0
+
+
+def test_a_full_queue_is_retried_until_there_is_room(metered):
+    # --queue-capacity 2 against 32 threads: before, the client's retries spanned about
+    # 0.35 s of a 30 s deadline and most calls failed with RESOURCE_EXHAUSTED.
+    paths = image_paths()
+    with embedserve.Client(metered.unix_target, timeout=60) as c:
+        reference = {p: c.embed_images(MODEL, [p])[0] for p in paths}
+    n = 32
+    clients = [embedserve.Client(metered.unix_target, timeout=60) for _ in range(n)]
+    barrier = threading.Barrier(n)
+
+    def work(i):
+        barrier.wait()
+        out = []
+        for k in range(4):
+            p = paths[(i + k) % len(paths)]
+            try:
+                out.append((p, clients[i].embed_images(MODEL, [p])[0]))
+            except EmbedServeError as e:
+                out.append((p, e))
+        return out
+
+    seen_full = False
+    try:
+        for _ in range(10):
+            before = requests_total(metered.metrics_port, "Embed", MODEL)
+            with futures.ThreadPoolExecutor(n) as pool:
+                results = [r for rs in pool.map(work, range(n)) for r in rs]
+            for p, r in results:
+                assert not isinstance(r, EmbedServeError), r
+                np.testing.assert_allclose(r, reference[p], atol=1e-5)
+            counted = counted_since(metered.metrics_port, "Embed", MODEL, before, len(results))
+            assert counted.get("OK") == len(results)
+            if counted.get("RESOURCE_EXHAUSTED", 0) > 0:
+                seen_full = True
+                break
+    finally:
+        for c in clients:
+            c.close()
+    assert seen_full, "32 threads against --queue-capacity 2 never found the queue full"
+
+
+def test_streams_abandoned_by_a_killed_client_are_counted_cancelled(metered):
+    # The client reads its answers, then dies without closing its side of its streams. A
+    # stream whose failed read the server saw before the cancellation was ended as if the
+    # client had closed it, and counted and logged OK (42 of 500 streams in one run).
+    n = 64
+    child = r'''
+import os, signal, sys, threading
+import grpc
+from embedserve._proto import embed_pb2, types_pb2
+channel = grpc.insecure_channel(sys.argv[1])
+stream = channel.stream_stream("/embedserve.v1.EmbedService/EmbedStream",
+                               request_serializer=embed_pb2.EmbedStreamRequest.SerializeToString,
+                               response_deserializer=embed_pb2.EmbedStreamResponse.FromString)
+never = threading.Event()
+def requests(i):
+    yield embed_pb2.EmbedStreamRequest(id=str(i), model=sys.argv[2],
+                                       inputs=[types_pb2.Input(text="a dog")])
+    never.wait()  # never closes its side
+streams = [stream(requests(i), timeout=60) for i in range(int(sys.argv[3]))]
+answered = [next(s).id for s in streams]
+print(" ".join(answered), flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+'''
+    before = requests_total(metered.metrics_port, "EmbedStream", "")
+    res = subprocess.run([sys.executable, "-c", child, metered.unix_target, MODEL, str(n)],
+                         capture_output=True, text=True, timeout=120, env=dict(os.environ))
+    assert res.returncode == -9, res.stderr
+    assert res.stdout.split() == [str(i) for i in range(n)]
+    assert counted_since(metered.metrics_port, "EmbedStream", "", before, n) == {"CANCELLED": n}
+
+
+def test_an_existing_client_reaches_a_restarted_server_within_its_deadline():
+    # The model loads for a while after the socket is back: "still loading" and a refused
+    # connection are retried until the call's deadline (they used to end after 3 retries).
+    s = Server()
+    c = embedserve.Client(s.unix_target, timeout=60)
+    try:
+        first = c.embed_texts(MODEL, ["a photo of a dog"])
+        assert s.stop() == 0
+        s = Server(socket_path=s.socket, wait=False)
+        np.testing.assert_allclose(c.embed_texts(MODEL, ["a photo of a dog"]), first, atol=1e-6)
+    finally:
+        c.close()
+        assert s.stop() == 0

@@ -66,8 +66,6 @@ struct Row {
   std::function<void(v1::EmbedRequest&)> build;
   grpc::StatusCode code;
   std::vector<std::string> message_parts;
-  // Refused by gRPC's protobuf parser before the service sees it (the code is gRPC's own).
-  bool refused_by_parser = false;
 };
 
 }  // namespace
@@ -102,10 +100,17 @@ TEST_CASE("every kind of bad input gets its status, and the server keeps serving
        grpc::StatusCode::INVALID_ARGUMENT, {"inputs[0]", "50000", "pixel"}},
       {"a PNG that lies about its size", [](auto& r) { r.add_inputs()->set_image(BombPng(4000, 3000)); },
        grpc::StatusCode::INVALID_ARGUMENT, {"inputs[0]"}},
-      // proto3 string fields must be UTF-8: the parser refuses the message (clients in Python
-      // or JSON cannot even build one); the server keeps serving.
+      // proto3 string fields must be UTF-8: protobuf refuses the message (clients in Python
+      // or JSON cannot even build one). It used to be gRPC's UNIMPLEMENTED with no message.
       {"invalid UTF-8", [](auto& r) { r.add_inputs()->set_text(std::string("ab\xff\xfe", 4)); },
-       grpc::StatusCode::UNIMPLEMENTED, {}, /*refused_by_parser=*/true},
+       grpc::StatusCode::INVALID_ARGUMENT, {"inputs[0].text", "not valid UTF-8"}},
+      {"a UTF-16 surrogate encoded in UTF-8, in the third input",
+       [](auto& r) {
+         r.add_inputs()->set_text("fine");
+         r.add_inputs()->set_image("not looked at");
+         r.add_inputs()->set_text(std::string("\xed\xa0\x80", 3));
+       },
+       grpc::StatusCode::INVALID_ARGUMENT, {"inputs[2].text", "not valid UTF-8"}},
       {"a 10 MB text", [](auto& r) { r.add_inputs()->set_text(std::string(10 << 20, 'a')); },
        grpc::StatusCode::INVALID_ARGUMENT, {"inputs[0]", "1048576", "--max-text-bytes"}},
       {"100,000 inputs",
@@ -136,15 +141,62 @@ TEST_CASE("every kind of bad input gets its status, and the server keeps serving
       context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
       v1::EmbedResponse response;
       grpc::Status status = client->embed_stub().Embed(&context, request, &response);
-      if (row.refused_by_parser) {
-        CHECK_FALSE(status.ok());
-      } else {
-        CHECK(status.error_code() == row.code);
-      }
+      CHECK(status.error_code() == row.code);
       for (const std::string& part : row.message_parts) {
         CHECK_THAT(status.error_message(), Catch::Contains(part));
       }
     }
+  }
+
+  SECTION("a string that is not UTF-8 is named in every method and in a stream's message") {
+    const std::string latin1("caf\xe9", 4);
+    v1::RerankRequest rerank;
+    rerank.set_model("demo");
+    rerank.mutable_query()->set_text("a dog");
+    rerank.add_candidates()->set_text("a cat");
+    rerank.add_candidates()->set_text(latin1);
+    const absl::Status reranked = client->Rerank(rerank).status();
+    CHECK(reranked.code() == absl::StatusCode::kInvalidArgument);
+    CHECK_THAT(std::string(reranked.message()),
+               Catch::StartsWith("candidates[1].text: not valid UTF-8"));
+    v1::ClassifyRequest classify;
+    classify.set_model("demo");
+    classify.add_inputs()->set_text("a dog");
+    classify.add_labels("dog");
+    classify.add_labels(latin1);
+    const absl::Status classified = client->Classify(classify).status();
+    CHECK(classified.code() == absl::StatusCode::kInvalidArgument);
+    CHECK_THAT(std::string(classified.message()), Catch::StartsWith("labels[1]: not valid UTF-8"));
+    v1::TokenizeRequest tokenize;
+    tokenize.set_model(latin1);
+    tokenize.add_texts("a dog");
+    const absl::Status tokenized = client->Tokenize(tokenize).status();
+    CHECK(tokenized.code() == absl::StatusCode::kInvalidArgument);
+    CHECK_THAT(std::string(tokenized.message()), Catch::StartsWith("model: not valid UTF-8"));
+
+    // In a stream the message is answered with its error (its id could not be read, so the
+    // answer's is empty; answers keep the order of messages) and the stream goes on.
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+    auto stream = client->embed_stub().EmbedStream(&context);
+    v1::EmbedStreamRequest message;
+    message.set_id("1");
+    message.set_model("demo");
+    message.add_inputs()->set_text(latin1);
+    REQUIRE(stream->Write(message));
+    v1::EmbedStreamResponse answer;
+    REQUIRE(stream->Read(&answer));
+    CHECK(answer.id().empty());
+    CHECK(answer.error().code() == static_cast<int>(absl::StatusCode::kInvalidArgument));
+    CHECK_THAT(answer.error().message(), Catch::StartsWith("inputs[0].text: not valid UTF-8"));
+    message.set_id("2");
+    message.mutable_inputs(0)->set_text("caf\xc3\xa9");
+    REQUIRE(stream->Write(message));
+    REQUIRE(stream->Read(&answer));
+    CHECK(answer.id() == "2");
+    CHECK(answer.embeddings_size() == 1);
+    stream->WritesDone();
+    CHECK(stream->Finish().ok());
   }
 
   SECTION("odd but valid input is answered") {

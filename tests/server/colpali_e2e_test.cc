@@ -240,3 +240,98 @@ TEST_CASE("Classify is UNIMPLEMENTED for ColPali, which does not declare it") {
   CHECK(answer.status().code() == absl::StatusCode::kUnimplemented);
   CHECK_THAT(std::string(answer.status().message()), Catch::Contains("no zero-shot classification"));
 }
+
+namespace {
+
+// A 1x1 24-bit BMP (58 bytes): a page whose request is tiny and whose answer is not.
+std::string TinyBmp() {
+  auto le = [](std::string* out, uint32_t value, int bytes) {
+    for (int i = 0; i < bytes; ++i) out->push_back(static_cast<char>((value >> (8 * i)) & 0xff));
+  };
+  std::string bmp = "BM";
+  le(&bmp, 58, 4);        // file size
+  le(&bmp, 0, 4);         // reserved
+  le(&bmp, 54, 4);        // pixel data offset
+  le(&bmp, 40, 4);        // BITMAPINFOHEADER size
+  le(&bmp, 1, 4);         // width
+  le(&bmp, 1, 4);         // height
+  le(&bmp, 1, 2);         // planes
+  le(&bmp, 24, 2);        // bits per pixel
+  le(&bmp, 0, 4);         // no compression
+  le(&bmp, 4, 4);         // pixel data size (one row padded to 4 bytes)
+  le(&bmp, 2835, 4);      // 72 dpi
+  le(&bmp, 2835, 4);
+  le(&bmp, 0, 4);         // palette colours
+  le(&bmp, 0, 4);         // important colours
+  bmp += std::string("\x40\x80\xc0\x00", 4);  // one BGR pixel and its padding
+  return bmp;
+}
+
+// The metrics line counting the image items `model` computed ("" when none).
+std::string ImageItemsLine(int metrics_port, const std::string& model) {
+  std::istringstream page(embedserve::testing::HttpGetLocal(metrics_port, "/metrics"));
+  for (std::string line; std::getline(page, line);) {
+    if (line.rfind("embedserve_items_total{", 0) == 0 &&
+        line.find("model=\"" + model + "\"") != std::string::npos &&
+        line.find("modality=\"image\"") != std::string::npos) {
+      return line;
+    }
+  }
+  return "";
+}
+
+}  // namespace
+
+TEST_CASE("an answer over --max-message-bytes is refused naming the limit, before compute when "
+          "the pages alone cannot fit") {
+  const int metrics_port = embedserve::testing::FreeTcpPort();
+  ServerProcess server({"--model", "colpali=" + kRef + "model", "--max-message-bytes", "4096",
+                        "--metrics-listen", "127.0.0.1:" + std::to_string(metrics_port)});
+  REQUIRE(server.healthy());
+  auto client = Client::Create(server.unix_target());
+  const std::string computed_before = ImageItemsLine(metrics_port, "colpali");
+  REQUIRE_FALSE(computed_before.empty());  // the warm-up's pages
+
+  // Each page answers at least its 16 image tokens (preprocessor_config.json's
+  // image_seq_length) x 32 values x 4 bytes = 2048 bytes: 8 pages cannot fit in 4096.
+  v1::EmbedRequest eight;
+  eight.set_model("colpali");
+  for (int i = 0; i < 8; ++i) eight.add_inputs()->set_image(TinyBmp());
+  auto refused = client->Embed(eight);
+  REQUIRE_FALSE(refused.ok());
+  CHECK(refused.status().code() == absl::StatusCode::kResourceExhausted);
+  CHECK_THAT(std::string(refused.status().message()),
+             Catch::Contains("8 images answer at least 16384 bytes") &&
+                 Catch::Contains("over the limit of 4096 bytes (--max-message-bytes)") &&
+                 Catch::Contains("send at most 2 images per call"));
+  CHECK(ImageItemsLine(metrics_port, "colpali") == computed_before);  // nothing computed
+
+  // Two pages pass the estimate, but their 27 rows each (tokens after the image's) do not
+  // fit: refused at the end with the size and the limit, never sent as an OK.
+  v1::EmbedRequest two;
+  two.set_model("colpali");
+  for (int i = 0; i < 2; ++i) two.add_inputs()->set_image(TinyBmp());
+  auto too_large = client->Embed(two);
+  REQUIRE_FALSE(too_large.ok());
+  CHECK(too_large.status().code() == absl::StatusCode::kResourceExhausted);
+  CHECK_THAT(std::string(too_large.status().message()),
+             Catch::StartsWith("the response is ") &&
+                 Catch::Contains("over the limit of 4096 bytes (--max-message-bytes)"));
+
+  // As packed float16 the two pages fit (2 x 27 x 32 x 2 bytes and framing).
+  two.mutable_options()->set_dtype(v1::DTYPE_FLOAT16);
+  two.mutable_options()->set_encoding(v1::ENCODING_PACKED);
+  auto half = client->Embed(two);
+  INFO(half.status().ToString());
+  REQUIRE(half.ok());
+  REQUIRE(half->embeddings_size() == 2);
+  CHECK(Decode(half->embeddings(1)).shape == std::vector<int64_t>{27, 32});
+
+  // The access log's and the metrics' outcome is the delivered one.
+  const std::vector<std::string> counted = {
+      "embedserve_requests_total{method=\"Embed\",model=\"colpali\",code=\"RESOURCE_EXHAUSTED\"} 2",
+      "embedserve_requests_total{method=\"Embed\",model=\"colpali\",code=\"OK\"} 1"};
+  const std::string page =
+      embedserve::testing::HttpGetLocalContaining(metrics_port, "/metrics", counted);
+  for (const std::string& line : counted) CHECK_THAT(page, Catch::Contains(line));
+}

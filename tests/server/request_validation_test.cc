@@ -7,6 +7,7 @@
 #include <google/protobuf/text_format.h>
 
 #include "common/tensor_codec.h"
+#include "server/rpc/request_parsing.h"
 #include "server/rpc/request_validation.h"
 
 namespace embedserve::rpc {
@@ -291,4 +292,89 @@ TEST_CASE("a valid Classify applies the prompt template to every label") {
 }
 
 }  // namespace
+TEST_CASE("a string that is not UTF-8 is found where protobuf refuses it, and named") {
+  // Protobuf's own parser is the reference: the finder names a field exactly when it refuses.
+  struct Case {
+    const char* name;
+    std::string text;
+    bool valid;
+  };
+  const std::vector<Case> cases = {
+      {"ASCII", "a photo of a dog", true},
+      {"two-, three- and four-byte forms", "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x90\xb6", true},
+      {"the highest code point", "\xf4\x8f\xbf\xbf", true},
+      {"Latin-1", "caf\xe9", false},
+      {"a lone continuation byte", "\x80", false},
+      {"an overlong slash", "\xc0\xaf", false},
+      {"an overlong three-byte form", "\xe0\x80\xaf", false},
+      {"a UTF-16 surrogate", "\xed\xa0\x80", false},
+      {"past U+10FFFF", "\xf4\x90\x80\x80", false},
+      {"cut short", "ab\xe2\x82", false},
+  };
+  for (const Case& c : cases) {
+    DYNAMIC_SECTION(c.name) {
+      v1::EmbedRequest request;
+      request.set_model("demo");
+      request.add_inputs()->set_image(std::string("\xff\xd8\xff", 3));  // bytes: never checked
+      request.add_inputs()->set_text("fine");
+      request.add_inputs()->set_text(c.text);
+      const std::string wire = request.SerializeAsString();
+      v1::EmbedRequest parsed;
+      REQUIRE(parsed.ParseFromString(wire) == c.valid);
+      const std::optional<std::string> field =
+          FindInvalidUtf8Field(*v1::EmbedRequest::descriptor(), wire);
+      if (c.valid) {
+        CHECK_FALSE(field.has_value());
+      } else {
+        REQUIRE(field.has_value());
+        CHECK(*field == "inputs[2].text");
+      }
+    }
+  }
+}
+
+TEST_CASE("ParseRequest names the field that is not UTF-8, or the message type") {
+  v1::RerankRequest request;
+  request.set_model("demo");
+  request.mutable_query()->set_text("a dog");
+  request.add_candidates()->set_text("a cat");
+  request.add_candidates()->set_text(std::string("caf\xe9", 4));
+  const std::string wire = request.SerializeAsString();
+  grpc::Slice slice(wire);
+  v1::RerankRequest parsed;
+  absl::Status status = ParseRequest(grpc::ByteBuffer(&slice, 1), &parsed);
+  CHECK(status.code() == StatusCode::kInvalidArgument);
+  CHECK(status.message() ==
+        "candidates[1].text: not valid UTF-8; protobuf string fields must be UTF-8 (send an "
+        "image's bytes in `image`, and texts encoded as UTF-8)");
+
+  grpc::Slice garbage(std::string("\x0a\xff\xff\xff\xff\x0f", 6));  // a length past the end
+  status = ParseRequest(grpc::ByteBuffer(&garbage, 1), &parsed);
+  CHECK(status.code() == StatusCode::kInvalidArgument);
+  CHECK(status.message() ==
+        "the request is not a valid embedserve.v1.RerankRequest message (6 bytes)");
+
+  request.mutable_candidates(1)->set_text("caf\xc3\xa9");
+  grpc::Slice good(request.SerializeAsString());
+  REQUIRE(ParseRequest(grpc::ByteBuffer(&good, 1), &parsed).ok());
+  CHECK(parsed.candidates(1).text() == "caf\xc3\xa9");
+}
+
+TEST_CASE("SerializeResponse refuses an answer over the limit, naming its size and the flag") {
+  v1::TokenizeResponse response;
+  response.set_model("demo");
+  response.add_texts()->add_ids(7);
+  const size_t size = response.ByteSizeLong();
+  grpc::ByteBuffer bytes;
+  REQUIRE(SerializeResponse(response, static_cast<int64_t>(size), &bytes).ok());
+  CHECK(bytes.Length() == size);
+  const absl::Status refused = SerializeResponse(response, static_cast<int64_t>(size) - 1, &bytes);
+  CHECK(refused.code() == StatusCode::kResourceExhausted);
+  CHECK_THAT(std::string(refused.message()),
+             Catch::StartsWith("the response is " + std::to_string(size) +
+                               " bytes, over the limit of " + std::to_string(size - 1) +
+                               " bytes (--max-message-bytes)"));
+  CHECK(bytes.Length() == 0);
+}
+
 }  // namespace embedserve::rpc

@@ -138,6 +138,20 @@ std::string HttpGetLocal(int port, const std::string& path) {
   return response;
 }
 
+std::string HttpGetLocalContaining(int port, const std::string& path,
+                                   const std::vector<std::string>& parts, double timeout_s) {
+  const auto deadline = std::chrono::steady_clock::now() +
+                        std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                            std::chrono::duration<double>(timeout_s));
+  while (true) {
+    std::string response = HttpGetLocal(port, path);
+    bool all = true;
+    for (const std::string& part : parts) all = all && response.find(part) != std::string::npos;
+    if (all || std::chrono::steady_clock::now() >= deadline) return response;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+}
+
 double ProcessCpuSeconds(pid_t pid) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
   std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());

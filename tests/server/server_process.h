@@ -44,6 +44,12 @@ int FreeTcpPort();
 // without data, as Prometheus' default scrape timeout does.
 std::string HttpGetLocal(int port, const std::string& path);
 
+// HttpGetLocal until the response contains every one of `parts`, for up to `timeout_s`; the
+// last response. The server counts a call when gRPC is done with it, an instant after its
+// client has the answer, so a scrape made at once may not show it yet.
+std::string HttpGetLocalContaining(int port, const std::string& path,
+                                   const std::vector<std::string>& parts, double timeout_s = 10);
+
 // utime + stime of a process so far, in seconds (/proc/PID/stat); 0 if unknown.
 double ProcessCpuSeconds(pid_t pid);
 

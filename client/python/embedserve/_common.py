@@ -27,6 +27,11 @@ except ImportError as e:  # pragma: no cover
         "`python client/python/embedserve/_gen.py` (%s)" % e) from e
 
 RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED)
+# The server's retry advice (trailing metadata): milliseconds to wait before a retry that may
+# succeed, or a negative value where a retry cannot (server/rpc/retry_advice.h).
+RETRY_AFTER_KEY = "retry-after-ms"
+# Retries when the call has no deadline and `retries` was not given.
+RETRIES_WITHOUT_DEADLINE = 3
 CLIENT_HEADER = "x-embedserve-client"
 DEFAULT_MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 
@@ -178,6 +183,59 @@ def metadata(client_id, token):
     return tuple(md)
 
 
+def retry_after(error) -> Optional[float]:
+    """The server's retry advice on a failed call in seconds (negative: do not retry), or
+    None where it gave none (a transport failure, an older server, a non-retryable code)."""
+    try:
+        trailing = error.trailing_metadata() or ()
+    except Exception:  # noqa: BLE001 - an RpcError without a call (e.g. made by hand)
+        return None
+    for key, value in trailing:
+        if key == RETRY_AFTER_KEY:
+            try:
+                return int(value) / 1000.0
+            except (TypeError, ValueError):
+                return None
+    return None
+
+
+def retry_delay(error, attempt, backoff) -> Optional[float]:
+    """Seconds to wait before trying a failed call again, or None where a retry cannot
+    succeed. RESOURCE_EXHAUSTED is retried only with the server's advice (a full queue, the
+    per-client limit), never for a message over a size limit; UNAVAILABLE (a transport
+    failure, a model still loading, a server draining) unless the server advised against it
+    (a model that failed to load). The wait is the backoff's, at least the server's advice."""
+    code = error.code() if hasattr(error, "code") else None
+    advice = retry_after(error)
+    if advice is not None and advice < 0:
+        return None
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        if advice is None:
+            return None
+    elif code != grpc.StatusCode.UNAVAILABLE:
+        return None
+    return max(backoff.delay(attempt), advice or 0.0)
+
+
+def next_attempt_delay(error, attempt, retries, backoff, deadline, now) -> Optional[float]:
+    """How long to sleep before attempt `attempt + 1` of a call that failed with `error`, or
+    None to give up. `retries` None: as many as the deadline allows (RETRIES_WITHOUT_DEADLINE
+    without one). A wait that would pass the deadline is cut to half the time left, so the
+    last attempts still use the deadline the caller gave."""
+    delay = retry_delay(error, attempt, backoff)
+    if delay is None:
+        return None
+    limit = retries if retries is not None else (
+        None if deadline is not None else RETRIES_WITHOUT_DEADLINE)
+    if limit is not None and attempt >= limit:
+        return None
+    if deadline is not None and now + delay >= deadline:
+        delay = (deadline - now) / 2
+        if delay < 0.005:  # too little left for another attempt to be worth it
+            return None
+    return delay
+
+
 class Backoff:
     """Exponential backoff with jitter: attempt k sleeps in [d/2, d], d = min(cap, base*2^k)."""
 
@@ -197,7 +255,7 @@ class ClientOptions:
     """What Client and AsyncClient are configured with (their shared constructor)."""
 
     def __init__(self, target: str, timeout: Optional[float] = 30.0, token: Optional[str] = None,
-                 retries: int = 3, client_id: Optional[str] = None,
+                 retries: Optional[int] = None, client_id: Optional[str] = None,
                  credentials: Optional[grpc.ChannelCredentials] = None,
                  max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
                  as_numpy: Optional[bool] = None, backoff: Optional[Backoff] = None):

@@ -66,12 +66,12 @@ class AsyncClient(c.ClientOptions):
                     request, timeout=remaining, metadata=c.metadata(self.client_id, self.token),
                     wait_for_ready=attempt > 0)
             except grpc.RpcError as e:
-                if e.code() in c.RETRYABLE and attempt < retries:
-                    delay = self.backoff.delay(attempt)
-                    if deadline is None or time.monotonic() + delay < deadline:
-                        await asyncio.sleep(delay)
-                        attempt += 1
-                        continue
+                delay = c.next_attempt_delay(e, attempt, retries, self.backoff, deadline,
+                                             time.monotonic())
+                if delay is not None:
+                    await asyncio.sleep(delay)
+                    attempt += 1
+                    continue
                 raise EmbedServeError.from_rpc_error(e, method.path) from None
 
     async def embed(self, model: str, inputs: Sequence[Any], normalize: bool = True,

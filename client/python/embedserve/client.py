@@ -41,10 +41,15 @@ class Client(c.ClientOptions):
     target: "unix:/path/to.sock" (or just "/path/to.sock") or "host:port".
     timeout: the deadline of each call in seconds, retries included (None: no deadline).
     token: sent as `authorization: Bearer <token>` when given.
-    retries: how many times a call that failed with UNAVAILABLE or RESOURCE_EXHAUSTED is
-      tried again, after exponential backoff with jitter. A retry waits for the connection
-      (gRPC's wait_for_ready) until the deadline, so a server that is still starting is
-      reached within `timeout` rather than after a count of connection attempts.
+    retries: how many times a failed call that can succeed later is tried again, after
+      exponential backoff with jitter (at least the server's `retry-after-ms` advice); None
+      (the default): as many times as the deadline allows (3 without a deadline). Retried:
+      UNAVAILABLE (unless the server says a retry cannot succeed, as for a model that failed
+      to load) and RESOURCE_EXHAUSTED that the server marks retryable (a full queue, the
+      per-client limit), never a message over a size limit. A retry waits for the connection
+      (gRPC's wait_for_ready) until the deadline, so a server that is still starting or
+      restarting is reached within `timeout` rather than after a count of connection
+      attempts.
     client_id: the `x-embedserve-client` header (the server's per-client limits key on it);
       default "py-<hostname>-<pid>", re-derived in forked children.
     credentials: grpc.ChannelCredentials for TLS (TCP targets), else plaintext.
@@ -133,12 +138,12 @@ class Client(c.ClientOptions):
                                               metadata=self._metadata(),
                                               wait_for_ready=attempt > 0)
             except grpc.RpcError as e:
-                if e.code() in c.RETRYABLE and attempt < retries:
-                    delay = self.backoff.delay(attempt)
-                    if deadline is None or time.monotonic() + delay < deadline:
-                        time.sleep(delay)
-                        attempt += 1
-                        continue
+                delay = c.next_attempt_delay(e, attempt, retries, self.backoff, deadline,
+                                             time.monotonic())
+                if delay is not None:
+                    time.sleep(delay)
+                    attempt += 1
+                    continue
                 raise EmbedServeError.from_rpc_error(e, method.path) from None
 
     # -- the API -------------------------------------------------------------------------

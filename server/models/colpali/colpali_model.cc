@@ -507,6 +507,7 @@ absl::StatusOr<std::unique_ptr<Model>> LoadColPali(const std::string& dir,
   d.accepts_image = true;
   d.embedding_dim = config->embedding_dim;
   d.multi_vector = true;
+  d.min_image_rows = config->preprocess.image_seq_length;
   d.context_length = colpali_options.max_text_tokens;
   d.image_size = config->preprocess.size;
   d.outputs_normalized = true;
