@@ -64,6 +64,7 @@ struct Flags {
   int max_batch_size = 32;
   int max_queue_delay_us = 2000;
   double batch_wait_fraction = 0.25;
+  double time_slice_ms = 50;
   int queue_capacity = 1024;
   int max_batch_tokens = 8192;
   int max_message_bytes = 64 << 20;
@@ -183,6 +184,10 @@ int Run(int argc, char** argv) {
       ->envname("EMBEDSERVE_MAX_IMAGE_BYTES")->check(CLI::Range(int64_t{1}, int64_t{1} << 40))->capture_default_str();
   app.add_option("--stream-window", f.stream_window, "EmbedStream messages in flight per stream")
       ->envname("EMBEDSERVE_STREAM_WINDOW")->check(CLI::Range(1, 1024))->capture_default_str();
+  app.add_option("--time-slice-ms", f.time_slice_ms,
+                 "While models share the device, each batch is sized to run within this "
+                 "(forwards cannot be interrupted); 0: full batches, shared by forward time only")
+      ->envname("EMBEDSERVE_TIME_SLICE_MS")->check(CLI::Range(0.0, 60000.0))->capture_default_str();
   app.add_option("--drain-timeout-s", f.drain_timeout_s, "On SIGTERM/SIGINT, how long in-flight calls may finish")
       ->envname("EMBEDSERVE_DRAIN_TIMEOUT_S")->check(CLI::Range(0.0, 3600.0))->capture_default_str();
   app.add_flag("--reflection,!--no-reflection", f.reflection, "Serve gRPC server reflection")
@@ -301,6 +306,7 @@ int Run(int argc, char** argv) {
   options.preprocess_threads = f.preprocess_threads > 0
       ? f.preprocess_threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   options.preprocess_queue = f.preprocess_queue;
+  options.executor.time_slice = absl::Microseconds(static_cast<int64_t>(f.time_slice_ms * 1000));
   options.image_limits.max_pixels = f.max_image_pixels;
   options.image_limits.max_bytes = f.max_image_bytes;
   for (pipeline::BatchPolicy* policy :

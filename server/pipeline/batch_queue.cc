@@ -31,7 +31,8 @@ absl::Time BatchQueue::ReadyAt() const {
   return items_.front().enqueued + delay;
 }
 
-std::vector<QueuedItem> BatchQueue::TakeBatch(absl::Time now, std::vector<QueuedItem>* skipped) {
+std::vector<QueuedItem> BatchQueue::TakeBatch(absl::Time now, std::vector<QueuedItem>* skipped,
+                                              int max_items) {
   // Drop what must not cost compute, wherever it is in the queue.
   std::deque<QueuedItem> live;
   for (QueuedItem& item : items_) {
@@ -62,11 +63,12 @@ std::vector<QueuedItem> BatchQueue::TakeBatch(absl::Time now, std::vector<Queued
   std::stable_sort(order.begin() + 1, order.end(),
                    [&](int a, int b) { return distance(a) < distance(b); });
 
+  const int limit = std::clamp(max_items, 1, effective_max_batch_size_);
   std::vector<bool> chosen(window, false);
   int longest = 0;
   int count = 0;
   for (int i : order) {
-    if (count >= effective_max_batch_size_) break;
+    if (count >= limit) break;
     const int new_longest = std::max(longest, items_[i].cost);
     if (policy_.max_batch_tokens > 0 && count > 0 &&
         static_cast<int64_t>(new_longest) * (count + 1) > policy_.max_batch_tokens) {

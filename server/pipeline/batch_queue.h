@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <deque>
+#include <limits>
 #include <memory>
 #include <vector>
 
@@ -75,9 +76,11 @@ class BatchQueue {
   // When the head batch is ready: InfinitePast() if now, InfiniteFuture() if empty.
   absl::Time ReadyAt() const;
 
-  // Takes the next batch. Items whose call is finished or past its deadline at `now` are
-  // removed and returned in `skipped` instead (they must not cost compute).
-  std::vector<QueuedItem> TakeBatch(absl::Time now, std::vector<QueuedItem>* skipped);
+  // Takes the next batch, of at most min(effective_max_batch_size(), max_items) items (at
+  // least one). Items whose call is finished or past its deadline at `now` are removed and
+  // returned in `skipped` instead (they must not cost compute).
+  std::vector<QueuedItem> TakeBatch(absl::Time now, std::vector<QueuedItem>* skipped,
+                                    int max_items = std::numeric_limits<int>::max());
 
  private:
   bool FullBatchWaiting() const;

@@ -1,4 +1,5 @@
-// The device executor loop: wait for a ready batch, run it, fan results back to calls.
+// The device executor loop: pick the lane owed device time, run its batch, fan results back
+// to calls, and charge the forward's measured duration to the lane.
 #include "server/pipeline/device_executor.h"
 
 #include <algorithm>
@@ -51,9 +52,15 @@ struct DeviceExecutor::Queue {
   metrics::Counter* out_of_memory;
   // Successful forwards since the effective batch size last changed (guarded by mu_).
   int successes_since_change = 0;
+  // Fair sharing (guarded by mu_): the device time this lane has used, as a virtual finish
+  // time; its last forward's duration per item (zero until measured); when it last took a
+  // batch.
+  absl::Duration finish_tag = absl::ZeroDuration();
+  absl::Duration per_item = absl::ZeroDuration();
+  absl::Time last_taken = absl::InfinitePast();
 };
 
-DeviceExecutor::DeviceExecutor() = default;
+DeviceExecutor::DeviceExecutor(ExecutorOptions options) : options_(std::move(options)) {}
 DeviceExecutor::~DeviceExecutor() { Stop(); }
 
 int DeviceExecutor::AddQueue(std::shared_ptr<models::Model> model, const std::string& model_name,
@@ -156,7 +163,7 @@ void DeviceExecutor::RunLoop() {
     {
       std::unique_lock<std::mutex> lock(mu_);
       while (chosen == nullptr && !task && !finish_in_flight) {
-        const absl::Time now = absl::Now();
+        const absl::Time now = options_.clock();
         absl::Time wake = absl::InfiniteFuture();
         bool any_items = false;
         // Retired queues that drained are dropped here (their models freed after unlock).
@@ -174,24 +181,7 @@ void DeviceExecutor::RunLoop() {
           tasks_.pop_front();
           break;
         }
-        // Round-robin: start after the queue served last, wrap around.
-        auto start = queues_.upper_bound(last_served_);
-        for (size_t k = 0; k < queues_.size() && chosen == nullptr; ++k) {
-          if (start == queues_.end()) start = queues_.begin();
-          Queue& q = *start->second;
-          const int id = start->first;
-          ++start;
-          if (q.items.empty()) continue;
-          any_items = true;
-          const absl::Time ready = q.items.ReadyAt();
-          // While stopping, flush without waiting for batches to fill.
-          if (ready <= now || stopping_) {
-            chosen = &q;
-            last_served_ = id;
-          } else if (ready < wake) {
-            wake = ready;
-          }
-        }
+        chosen = PickLane(now, &wake, &any_items);
         if (chosen != nullptr) break;
         // Nothing to launch: finish the batch on the device rather than sleep.
         if (in_flight) {
@@ -216,7 +206,9 @@ void DeviceExecutor::RunLoop() {
         }
       }
       if (chosen != nullptr) {
-        batch = chosen->items.TakeBatch(absl::Now(), &skipped);
+        const absl::Time now = options_.clock();
+        batch = chosen->items.TakeBatch(now, &skipped, BatchLimit(*chosen, now));
+        chosen->last_taken = now;
         if (!batch.empty()) ++chosen->in_flight;
       }
     }
@@ -247,10 +239,61 @@ void DeviceExecutor::RunLoop() {
   }
 }
 
+DeviceExecutor::Queue* DeviceExecutor::PickLane(absl::Time now, absl::Time* wake,
+                                                bool* any_items) {
+  Queue* best = nullptr;
+  int best_id = -1;
+  absl::Duration best_start;
+  // Lanes in round-robin order after the one served last, so the first of equal tags wins.
+  auto it = queues_.upper_bound(last_served_);
+  for (size_t k = 0; k < queues_.size(); ++k, ++it) {
+    if (it == queues_.end()) it = queues_.begin();
+    Queue& q = *it->second;
+    if (q.items.empty()) continue;
+    *any_items = true;
+    const absl::Time ready = q.items.ReadyAt();
+    // While stopping, flush without waiting for batches to fill.
+    if (ready > now && !stopping_) {
+      *wake = std::min(*wake, ready);
+      continue;
+    }
+    const absl::Duration start = std::max(q.finish_tag, virtual_clock_);
+    if (best == nullptr || start < best_start) {
+      best = &q;
+      best_id = it->first;
+      best_start = start;
+    }
+  }
+  if (best != nullptr) {
+    last_served_ = best_id;
+    virtual_clock_ = best_start;
+    best->finish_tag = best_start;  // the forward's duration is added when it finishes
+  }
+  return best;
+}
+
+int DeviceExecutor::BatchLimit(const Queue& queue, absl::Time now) const {
+  const int full = queue.items.effective_max_batch_size();
+  if (options_.time_slice <= absl::ZeroDuration()) return full;  // no slice: full batches
+  bool competing = false;
+  for (const auto& [id, other] : queues_) {
+    if (other.get() == &queue) continue;
+    if (!other->items.empty() || other->items.incoming() > 0 ||
+        now - other->last_taken < options_.time_slice) {
+      competing = true;
+      break;
+    }
+  }
+  if (!competing) return full;
+  if (queue.per_item <= absl::ZeroDuration()) return 1;  // not measured yet: one item
+  return static_cast<int>(
+      std::clamp<int64_t>(options_.time_slice / queue.per_item, 1, full));
+}
+
 DeviceExecutor::Launched DeviceExecutor::Launch(Queue& queue, std::vector<QueuedItem> batch) {
   Launched launched;
   launched.queue = &queue;
-  launched.start = absl::Now();
+  launched.start = options_.clock();
   for (QueuedItem& item : batch) {
     item.call->NoteQueueTime(launched.start - item.enqueued);
     queue.queue_wait->Observe(absl::ToDoubleSeconds(launched.start - item.enqueued));
@@ -276,11 +319,13 @@ void DeviceExecutor::Finish(Launched launched) {
   std::vector<QueuedItem>& batch = launched.batch;
   absl::StatusOr<std::vector<models::Embedding>> outputs = launched.pending->Wait();
   launched.pending.reset();
-  const absl::Duration inference = absl::Now() - launched.start;
+  const absl::Duration inference = options_.clock() - launched.start;
   {
     std::lock_guard<std::mutex> lock(mu_);
     --queue.in_flight;
     queue.items.set_last_forward(inference);
+    queue.finish_tag += inference;
+    queue.per_item = inference / static_cast<int64_t>(batch.size());
   }
   if (outputs.ok() && outputs->size() != batch.size()) {
     outputs = absl::InternalError(absl::StrCat("the model returned ", outputs->size(),

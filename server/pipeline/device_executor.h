@@ -1,6 +1,23 @@
 // The device executor: the one thread that runs model forwards (and so the only code that
-// touches the device and the weights). It owns every model's batch queues and serves them
-// round-robin, so no model or modality starves another.
+// touches the device and the weights). It owns every model's batch queues (lanes, one per
+// model and modality) and shares the device between them by time, so a cheap model is not
+// held behind an expensive one.
+//
+// Scheduling policy (start-time fair queuing over measured forward durations):
+// - Each lane has a virtual finish time: the device time it has used, in the same units for
+//   every lane. A forward's measured duration (launch to outputs) is added to its lane's when
+//   the forward finishes.
+// - Among the lanes with a ready batch the executor takes the one with the smallest start
+//   tag, max(lane's finish time, virtual clock); ties go round-robin by queue id. The virtual
+//   clock is the start tag of the latest batch taken, so a lane that was idle comes back
+//   level with the others: it banks no credit while idle, and is not charged for the batch
+//   another lane has on the device. While two lanes have work, neither's device time runs
+//   ahead of the other's by more than about one forward.
+// - Forwards are not preempted, so a cheap lane may still wait for one expensive forward.
+//   To bound that wait, while another lane competes (has items waiting or being prepared, or
+//   took a batch within the last slice) a lane's batch holds only as many items as its last
+//   measured time per item fits in ExecutorOptions::time_slice (at least one; one item until
+//   a forward of it was measured). Alone on the device a lane takes full batches.
 #pragma once
 
 #include <cstdint>
@@ -14,6 +31,8 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include <mutex>
 #include <condition_variable>
 #include "server/metrics/metrics.h"
@@ -21,6 +40,14 @@
 #include "server/pipeline/batch_queue.h"
 
 namespace embedserve::pipeline {
+
+struct ExecutorOptions {
+  // While lanes compete, the longest forward a lane's batch is sized for (see the header);
+  // zero: no slice (lanes take full batches, shared by forward time only).
+  absl::Duration time_slice = absl::Milliseconds(50);
+  // The clock forwards are timed with and batches are made ready by (tests use a fake one).
+  std::function<absl::Time()> clock = [] { return absl::Now(); };
+};
 
 // Thread-safe. AddQueue before Start. Enqueue never blocks: a full queue answers
 // RESOURCE_EXHAUSTED and keeps nothing. Stop() runs what is queued, then joins.
@@ -32,7 +59,7 @@ namespace embedserve::pipeline {
 // up to the configured max_batch_size. The executor keeps serving throughout.
 class DeviceExecutor {
  public:
-  DeviceExecutor();
+  explicit DeviceExecutor(ExecutorOptions options = {});
   ~DeviceExecutor();
   DeviceExecutor(const DeviceExecutor&) = delete;
   DeviceExecutor& operator=(const DeviceExecutor&) = delete;
@@ -78,6 +105,12 @@ class DeviceExecutor {
   };
 
   void RunLoop();
+  // With mu_ held: the ready lane whose batch starts earliest in device time (see the
+  // header), or null if none is ready; lowers `*wake` to when a waiting lane becomes ready.
+  Queue* PickLane(absl::Time now, absl::Time* wake, bool* any_items);
+  // With mu_ held: the most items `queue`'s next batch may hold (the time slice while other
+  // lanes compete).
+  int BatchLimit(const Queue& queue, absl::Time now) const;
   Launched Launch(Queue& queue, std::vector<QueuedItem> batch);
   void Finish(Launched launched);
 
@@ -88,8 +121,11 @@ class DeviceExecutor {
   std::map<int, std::unique_ptr<Queue>> queues_ ABSL_GUARDED_BY(mu_);
   int next_id_ ABSL_GUARDED_BY(mu_) = 0;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
-  int last_served_ ABSL_GUARDED_BY(mu_) = -1;
-  std::deque<std::function<void()>> tasks_ ABSL_GUARDED_BY(mu_);  // round-robin position (a queue id)
+  const ExecutorOptions options_;
+  int last_served_ ABSL_GUARDED_BY(mu_) = -1;  // the queue id ties are broken after
+  // The start tag of the latest batch taken: device time, never decreasing.
+  absl::Duration virtual_clock_ ABSL_GUARDED_BY(mu_) = absl::ZeroDuration();
+  std::deque<std::function<void()>> tasks_ ABSL_GUARDED_BY(mu_);
   std::thread thread_;
 };
 

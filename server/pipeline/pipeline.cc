@@ -40,7 +40,9 @@ ServingModel::~ServingModel() {
 }
 
 Pipeline::Pipeline(PipelineOptions options)
-    : options_(std::move(options)), retirer_(std::make_shared<QueueRetirer>()) {
+    : options_(std::move(options)),
+      executor_(options_.executor),
+      retirer_(std::make_shared<QueueRetirer>()) {
   retirer_->executor = &executor_;
 }
 

@@ -33,6 +33,8 @@ struct PipelineOptions {
   BatchPolicy text_policy;
   BatchPolicy image_policy;
   BatchPolicy pair_policy;
+  // How the device executor shares the device between lanes.
+  ExecutorOptions executor;
   // The batch policy of `modality`'s lane.
   const BatchPolicy& PolicyFor(Modality modality) const {
     switch (modality) {
