@@ -48,8 +48,8 @@ fuzz: deps
 # - "random checkpoints at full size ..." (the [large] case in tests/models/openclip_test.cc):
 #   it allocates several GB of weights at full size, which ASan's shadow memory and
 #   quarantine multiply; it checks shapes/finiteness, not memory safety, and runs in
-#   `make test`.
-ASAN_EXCLUDE ?= random checkpoints at full size
+#   `make test`. The same for "a full-size ViT-B-32 in int8 ..." (tests/models/int8_test.cc).
+ASAN_EXCLUDE ?= random checkpoints at full size|a full-size ViT-B-32 in int8
 test-asan: deps
 	cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DEMBEDSERVE_SANITIZER=address -DEMBEDSERVE_BUILD_BENCHMARKS=OFF
 	cmake --build build-asan -j $(JOBS)

@@ -141,19 +141,21 @@ int Run(int argc, char** argv) {
   app.add_option("--device", f.device, "auto|cpu|cuda[:N]|mps (auto: CUDA, then MPS, then CPU)")
       ->envname("EMBEDSERVE_DEVICE")->capture_default_str();
   app.add_option("--dtype", f.dtype,
-                 "Serving dtype: float32|bfloat16|float16|auto (auto: bfloat16 on CUDA compute "
-                 "capability 8+, else float16; float16 on MPS; on CPU bfloat16 where the CPU "
-                 "runs it natively, else float32). float32 gives OpenCLIP's vectors exactly")
+                 "Serving dtype: float32|bfloat16|float16|int8|auto (auto: bfloat16 on CUDA "
+                 "compute capability 8+, else float16; float16 on MPS; on CPU bfloat16 where the "
+                 "CPU runs it natively, else float32). float32 gives OpenCLIP's vectors exactly. "
+                 "int8 (CPU only, opt-in): Linear weights int8, activations float32 (dynamic "
+                 "quantization in oneDNN)")
       ->envname("EMBEDSERVE_DTYPE")
-      ->check(CLI::IsMember({"float32", "bfloat16", "float16", "auto"}))
+      ->check(CLI::IsMember({"float32", "bfloat16", "float16", "int8", "auto"}))
       ->capture_default_str();
   app.add_flag("--allow-slow-bfloat16", f.allow_slow_bfloat16,
                "Serve --dtype bfloat16 even on a CPU without native bfloat16 (AVX512_BF16 or "
                "AMX), where it is a slow fallback (refused otherwise)")
       ->envname("EMBEDSERVE_ALLOW_SLOW_BFLOAT16");
-  app.add_option("--threads", f.threads, "Torch intra-op threads for the device executor (0: measured default: 1 for float32, all cores for bfloat16)")
+  app.add_option("--threads", f.threads, "Torch intra-op threads for the device executor (0: measured default: 1 for float32, all cores for bfloat16 and int8)")
       ->envname("EMBEDSERVE_THREADS")->check(CLI::Range(0, 1024))->capture_default_str();
-  app.add_option("--blas-threads", f.blas_threads, "OpenBLAS pool threads, used by float32 on CPU (0: measured default: all cores for float32, 1 for bfloat16)")
+  app.add_option("--blas-threads", f.blas_threads, "OpenBLAS pool threads, used by float32 on CPU (0: measured default: all cores for float32, 1 for bfloat16 and int8)")
       ->envname("EMBEDSERVE_BLAS_THREADS")->check(CLI::Range(0, 1024))->capture_default_str();
   app.add_option("--preprocess-threads", f.preprocess_threads, "CPU threads decoding images and tokenizing (0: one per core)")
       ->envname("EMBEDSERVE_PREPROCESS_THREADS")->check(CLI::Range(0, 1024))->capture_default_str();

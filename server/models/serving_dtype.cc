@@ -15,6 +15,7 @@ std::string Canonical(const std::string& requested) {
   if (d == "float32" || d == "fp32") return "float32";
   if (d == "bfloat16" || d == "bf16") return "bfloat16";
   if (d == "float16" || d == "fp16" || d == "half") return "float16";
+  if (d == "int8" || d == "qint8") return "int8";
   return "";
 }
 
@@ -55,9 +56,19 @@ absl::StatusOr<DtypeChoice> ChooseServingDtype(const std::string& requested,
   const std::string dtype = Canonical(requested);
   if (dtype.empty()) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "dtype '", requested, "' is not one of auto, float32, bfloat16, float16"));
+        "dtype '", requested, "' is not one of auto, float32, bfloat16, float16, int8"));
   }
   if (dtype == "float32") return DtypeChoice{"float32", "requested (--dtype float32)"};
+  if (dtype == "int8") {
+    if (context.device != DeviceKind::kCpu) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "dtype int8: dynamic int8 Linear layers run on the CPU only (libtorch's onednn "
+          "quantized engine); this model is placed on ",
+          context.device == DeviceKind::kCuda ? "CUDA" : "MPS",
+          ". Serve --dtype auto (bfloat16 or float16 there), or --device cpu for int8"));
+    }
+    return DtypeChoice{"int8", absl::StrCat("requested (--dtype int8: ", kInt8Description, ")")};
+  }
   switch (context.device) {
     case DeviceKind::kCuda: {
       if (dtype != "auto") return DtypeChoice{dtype, absl::StrCat("requested (--dtype ", dtype, ")")};
@@ -108,6 +119,7 @@ absl::StatusOr<DtypeChoice> ChooseServingDtype(const std::string& requested,
 
 int ServingFloatBytes(const std::string& requested, const CpuFeatures& cpu, bool on_cpu) {
   const std::string dtype = Canonical(requested);
+  // int8 loads every weight in float32 and packs the Linear weights after: the load peaks at 4.
   if (dtype == "bfloat16" || dtype == "float16") return 2;
   if (dtype == "auto") return (!on_cpu || cpu.NativeBfloat16()) ? 2 : 4;
   return 4;

@@ -30,7 +30,7 @@ struct DtypeContext {
 };
 
 struct DtypeChoice {
-  std::string dtype;   // "float32", "bfloat16", "float16"
+  std::string dtype;   // "float32", "bfloat16", "float16", "int8"
   std::string reason;  // why, for ModelInfo.dtype_reason and the log
 };
 
@@ -38,7 +38,15 @@ struct DtypeChoice {
 // rate is at least this fraction of float32's (oneDNN's AVX-512 emulation can be).
 inline constexpr double kFastBfloat16Fraction = 0.8;
 
-// `requested`: "auto", "float32"/"fp32", "bfloat16"/"bf16", "float16"/"fp16"/"half".
+// What "int8" serves, in the words of its dtype_reason.
+inline constexpr char kInt8Description[] =
+    "the transformer layers' Linear weights int8 per output channel, their inputs quantized "
+    "per call; embeddings, norms, convolutions and output heads float32";
+
+// `requested`: "auto", "float32"/"fp32", "bfloat16"/"bf16", "float16"/"fp16"/"half",
+// "int8"/"qint8" (dynamic int8 Linear layers on the CPU; refused on CUDA and MPS). int8 is
+// opt-in: "auto" never picks it (its vectors differ from float32's by more than bfloat16's
+// do, and most on the AVX2 CPUs where auto serves float32; benchmarks/int8_bench).
 // On a CPU without fast bfloat16, an explicit "bfloat16" is refused (INVALID_ARGUMENT with
 // the measured cost and the alternative) unless `allow_slow_bfloat16`; on MPS before macOS
 // 14 (which added bfloat16 to Metal), an explicit "bfloat16" is refused naming the version.
@@ -47,7 +55,8 @@ absl::StatusOr<DtypeChoice> ChooseServingDtype(const std::string& requested,
                                                bool allow_slow_bfloat16);
 
 // The bytes one floating-point weight takes when `requested` is served on the host CPU,
-// without measuring: 2 for bfloat16/float16 and for "auto" where the CPU is native, else 4.
+// without measuring: 2 for bfloat16/float16 and for "auto" where the CPU is native, else 4
+// (int8 too: its weights are loaded in float32 before the Linear ones are packed).
 int ServingFloatBytes(const std::string& requested, const CpuFeatures& cpu, bool on_cpu);
 
 }  // namespace embedserve::models

@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "server/models/int8_linear.h"
 #include "server/models/maxsim_torch.h"
 
 namespace embedserve::models {
@@ -14,14 +15,18 @@ absl::StatusOr<Placement> PlaceModel(const RuntimeOptions& options) {
   if (!device.ok()) return device.status();
   absl::StatusOr<ServingDtype> dtype = ResolveServingDtype(options, *device);
   if (!dtype.ok()) return dtype.status();
-  if (device->is_cpu()) ConfigureCpuThreads(options, dtype->type);
+  if (dtype->int8_linears) {
+    if (absl::Status engine = SelectInt8Engine(); !engine.ok()) return engine;
+    dtype->reason = absl::StrCat(dtype->reason, "; ", Int8ActivationsDescription());
+  }
+  if (device->is_cpu()) ConfigureCpuThreads(options, dtype->matmul_type());
   return Placement{*device, *std::move(dtype)};
 }
 
 ModelDescription DescribePlacement(const std::string& family, const Placement& placement) {
   ModelDescription d;
   d.family = family;
-  d.dtype = ServingDtypeName(placement.dtype.type);
+  d.dtype = placement.dtype.name();
   d.dtype_reason = placement.dtype.reason;
   d.device = placement.device.str();
   return d;
@@ -39,7 +44,8 @@ absl::StatusOr<std::vector<float>> TorchModel::MaxSim(const RowsView& query,
 
 absl::StatusOr<ImageInput> TorchModel::PrepareImage(absl::string_view encoded,
                                                      const ImageLimits& limits) const {
-  absl::StatusOr<image::RgbImage> rgb = image::DecodeToRgb(encoded, limits);
+  absl::StatusOr<image::RgbImage> rgb =
+      image::DecodeToRgb(encoded, limits, description_.image_size);
   if (!rgb.ok()) return rgb.status();
   return PreprocessImage(*rgb);
 }

@@ -122,6 +122,7 @@ absl::StatusOr<ServingDtype> ResolveServingDtype(const RuntimeOptions& options,
       ChooseServingDtype(options.dtype, context, options.allow_slow_bfloat16);
   if (!choice.ok()) return choice.status();
   ServingDtype out;
+  out.int8_linears = choice->dtype == "int8";
   out.type = choice->dtype == "bfloat16" ? at::kBFloat16
              : choice->dtype == "float16" ? at::kHalf
                                           : at::kFloat;
@@ -129,23 +130,30 @@ absl::StatusOr<ServingDtype> ResolveServingDtype(const RuntimeOptions& options,
   return out;
 }
 
+std::string ServingDtype::name() const {
+  return int8_linears ? "int8" : ServingDtypeName(type);
+}
+
 std::string ServingDtypeName(at::ScalarType dtype) {
   switch (dtype) {
     case at::kBFloat16: return "bfloat16";
     case at::kHalf: return "float16";
+    case at::kQInt8: return "int8";
     default: return "float32";
   }
 }
 
-std::string ConfigureCpuThreads(const RuntimeOptions& options, at::ScalarType dtype) {
+std::string ConfigureCpuThreads(const RuntimeOptions& options, at::ScalarType matmul_dtype) {
   const int cores = std::max(1u, std::thread::hardware_concurrency());
   // Measured on the 2-core build machine (benchmarks/clip_forward_bench): float32 matmuls run
   // in OpenBLAS's own pool, and torch threads on top of it halve throughput; bfloat16 runs in
-  // oneDNN on torch's threads, where OpenBLAS's pool only competes.
+  // oneDNN on torch's threads, where OpenBLAS's pool only competes; so do int8's Linear layers
+  // (their attention matmuls stay float32 in OpenBLAS, on one thread).
   int torch_threads = options.torch_threads;
   int blas_threads = options.blas_threads;
-  if (torch_threads <= 0) torch_threads = dtype == at::kFloat ? 1 : cores;
-  if (blas_threads <= 0) blas_threads = dtype == at::kFloat ? cores : 1;
+  const bool in_openblas = matmul_dtype == at::kFloat;
+  if (torch_threads <= 0) torch_threads = in_openblas ? 1 : cores;
+  if (blas_threads <= 0) blas_threads = in_openblas ? cores : 1;
   at::set_num_threads(torch_threads);
   using SetThreads = void (*)(int);
   auto set_blas = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));

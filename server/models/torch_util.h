@@ -41,8 +41,14 @@ absl::StatusOr<at::Device> ParseDevice(const std::string& device);
 // facts (or options.dtype_context_for_testing's) and, where CPUID does not settle it, a
 // measured matmul (MeasureCpuMatmulRates).
 struct ServingDtype {
-  at::ScalarType type = at::kFloat;
+  at::ScalarType type = at::kFloat;  // parameters and activations (float32 under int8)
+  // "int8": the Linear layers' weights are packed int8 (int8_linear.h) after loading.
+  bool int8_linears = false;
   std::string reason;
+  // "float32", "bfloat16", "float16" or "int8".
+  std::string name() const;
+  // The dtype the Linear layers multiply in: `type`, or at::kQInt8 under int8.
+  at::ScalarType matmul_type() const { return int8_linears ? at::kQInt8 : type; }
 };
 absl::StatusOr<ServingDtype> ResolveServingDtype(const RuntimeOptions& options,
                                                  const at::Device& device);
@@ -54,8 +60,10 @@ std::string ServingDtypeName(at::ScalarType dtype);
 CpuMatmulRates MeasureCpuMatmulRates();
 
 // Sets libtorch's intra-op threads and OpenBLAS's pool from the options (0: the measured
-// default for the dtype; see RuntimeOptions). Returns a short description for the log.
-std::string ConfigureCpuThreads(const RuntimeOptions& options, at::ScalarType dtype);
+// default for the dtype the Linear layers multiply in: at::kFloat runs in OpenBLAS,
+// at::kBFloat16 and at::kQInt8 in oneDNN; see RuntimeOptions). Returns a short description
+// for the log.
+std::string ConfigureCpuThreads(const RuntimeOptions& options, at::ScalarType matmul_dtype);
 
 // Every parameter of `module` as (name, shape), sorted by name (build the module on the meta
 // device to list a full-size model without allocating it).

@@ -224,6 +224,38 @@ TEST_CASE("float16 on CPU and unknown names are refused, naming what works") {
              Catch::Contains("auto, float32, bfloat16, float16"));
 }
 
+TEST_CASE("int8 is served on any CPU when asked for, never by auto, and refused on GPUs") {
+  int measured = 0;
+  for (const CpuFeatures& cpu : {Zen3(), Zen5(), AmxOnly()}) {
+    INFO(cpu.model_name);
+    const DtypeContext context = Cpu(cpu, kZen3Rates, &measured);
+    for (const char* name : {"int8", "INT8", "qint8"}) {
+      auto chosen = ChooseServingDtype(name, context, false);
+      REQUIRE(chosen.ok());
+      CHECK(chosen->dtype == "int8");
+      CHECK_THAT(chosen->reason, Catch::StartsWith("requested (--dtype int8: the transformer layers' Linear weights int8"));
+    }
+    auto automatic = ChooseServingDtype("auto", context, false);
+    REQUIRE(automatic.ok());
+    CHECK(automatic->dtype != "int8");
+  }
+  CHECK(measured == 1);  // only auto on the Zen 3 measured; int8 never does
+  for (const DeviceKind device : {DeviceKind::kCuda, DeviceKind::kMps}) {
+    DtypeContext accelerator;
+    accelerator.device = device;
+    accelerator.cuda_compute_major = 9;
+    accelerator.macos_major = 15;
+    auto refused = ChooseServingDtype("int8", accelerator, false);
+    REQUIRE(refused.status().code() == absl::StatusCode::kInvalidArgument);
+    const std::string msg(refused.status().message());
+    CHECK_THAT(msg, Catch::Contains("CPU only"));
+    CHECK_THAT(msg, Catch::Contains(device == DeviceKind::kCuda ? "CUDA" : "MPS"));
+    CHECK_THAT(msg, Catch::Contains("--device cpu"));
+  }
+  // The load peaks with every weight in float32, before the Linear weights are packed.
+  CHECK(ServingFloatBytes("int8", Zen5(), true) == 4);
+}
+
 TEST_CASE("weight bytes per float follow the dtype auto would pick") {
   CHECK(ServingFloatBytes("float32", Zen5(), true) == 4);
   CHECK(ServingFloatBytes("bfloat16", Zen3(), true) == 2);

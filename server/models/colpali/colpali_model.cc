@@ -500,6 +500,9 @@ absl::StatusOr<std::unique_ptr<Model>> LoadColPali(const std::string& dir,
   } else if (auto s = LoadParameters(*module, **archive, plan, device, dtype); !s.ok()) {
     return s;
   }
+  if (placement->dtype.int8_linears) {
+    if (absl::Status s = PackInt8(*module); !s.ok()) return s;
+  }
 
   ModelDescription d = DescribePlacement("colpali", *placement);
   d.architecture = ArchitectureName(*config);

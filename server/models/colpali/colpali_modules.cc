@@ -6,6 +6,7 @@
 #include <limits>
 #include <string>
 
+#include "absl/strings/match.h"
 #include "server/models/torch_util.h"
 
 namespace embedserve::models::colpali {
@@ -259,6 +260,12 @@ at::Tensor ColPaliModule::Embed(const at::Tensor& ids, const at::Tensor& length_
   at::Tensor out = proj->forward(hidden).to(at::kFloat);
   out = out / out.norm(2, {-1}, /*keepdim=*/true);
   return out * valid.unsqueeze(-1).to(at::kFloat);
+}
+
+absl::Status PackInt8(ColPaliModule& module) {
+  absl::StatusOr<int> packed = PackLinearModulesInt8<Linear>(
+      module, [](const std::string& name) { return absl::StrContains(name, "layers."); });
+  return packed.status();
 }
 
 }  // namespace embedserve::models::colpali

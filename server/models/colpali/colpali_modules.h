@@ -10,7 +10,9 @@
 #include <ATen/ATen.h>
 #include <torch/nn/module.h>
 
+#include "absl/status/status.h"
 #include "server/models/colpali/colpali_config.h"
+#include "server/models/int8_linear.h"
 #include "server/models/torch_util.h"
 
 namespace embedserve::models::colpali {
@@ -20,8 +22,9 @@ struct Linear : torch::nn::Module {
   Linear(int in, int out, bool bias, const at::TensorOptions& options);
   // Any weight shape with dim 0 = outputs (the patch convolution's [W, 3, p, p]).
   Linear(at::IntArrayRef weight_shape, bool bias, const at::TensorOptions& options);
-  at::Tensor forward(const at::Tensor& x) const { return at::linear(x, weight, bias); }
+  at::Tensor forward(const at::Tensor& x) const { return LinearForward(x, weight, bias, int8); }
   at::Tensor weight, bias;  // bias undefined when absent
+  std::shared_ptr<const Int8Linear> int8;  // set by PackInt8 (serving dtype int8)
 };
 
 using LayerNorm = Fp32LayerNorm;  // float32 parameters, computed in float32
@@ -133,5 +136,11 @@ struct ColPaliModule : torch::nn::Module {
   std::shared_ptr<GemmaText> text;
   std::shared_ptr<Linear> proj;
 };
+
+// Serving dtype int8: packs the Linear layers of the SigLIP encoder layers and the Gemma
+// decoder layers (attention projections, MLPs) as int8 and releases their float weights; the
+// patch embedding, embeddings, norms, the multi-modal projector and the output projection
+// stay float32. Call once, after loading (and any LoRA merge), on the CPU.
+absl::Status PackInt8(ColPaliModule& module);
 
 }  // namespace embedserve::models::colpali

@@ -301,6 +301,9 @@ absl::StatusOr<std::unique_ptr<Model>> LoadCrossEncoder(const std::string& dir,
       !s.ok()) {
     return s;
   }
+  if (placement->dtype.int8_linears) {
+    if (absl::Status s = PackInt8(*module); !s.ok()) return s;
+  }
 
   ModelDescription d = DescribePlacement("cross_encoder", *placement);
   d.architecture = config->architecture_name();

@@ -4,6 +4,8 @@
 
 #include <string>
 
+#include "absl/strings/match.h"
+
 namespace embedserve::models::cross_encoder {
 
 Dense::Dense(int in, int out, const at::TensorOptions& options) {
@@ -82,6 +84,12 @@ at::Tensor CrossEncoderModule::forward(const at::Tensor& ids, const at::Tensor& 
   // XLM-R's classification head and BERT's pooler + classifier are the same shape.
   const at::Tensor first = x.select(1, 0);
   return head_out->forward(at::tanh(head_dense->forward(first))).to(at::kFloat);
+}
+
+absl::Status PackInt8(CrossEncoderModule& module) {
+  absl::StatusOr<int> packed = PackLinearModulesInt8<Dense>(
+      module, [](const std::string& name) { return absl::StartsWith(name, "encoder."); });
+  return packed.status();
 }
 
 }  // namespace embedserve::models::cross_encoder

@@ -10,7 +10,9 @@
 #include <ATen/ATen.h>
 #include <torch/nn/module.h>
 
+#include "absl/status/status.h"
 #include "server/models/cross_encoder/cross_encoder_config.h"
+#include "server/models/int8_linear.h"
 #include "server/models/torch_util.h"
 
 namespace embedserve::models::cross_encoder {
@@ -18,8 +20,9 @@ namespace embedserve::models::cross_encoder {
 // Parameters are created uninitialized (at::empty) with `options`; meta device for shapes.
 struct Dense : torch::nn::Module {
   Dense(int in, int out, const at::TensorOptions& options);
-  at::Tensor forward(const at::Tensor& x) const { return at::linear(x, weight, bias); }
+  at::Tensor forward(const at::Tensor& x) const { return LinearForward(x, weight, bias, int8); }
   at::Tensor weight, bias;
+  std::shared_ptr<const Int8Linear> int8;  // set by PackInt8 (serving dtype int8)
 };
 
 struct Table : torch::nn::Module {  // an embedding table: weight [rows, width]
@@ -55,5 +58,10 @@ struct CrossEncoderModule : torch::nn::Module {
   std::vector<std::shared_ptr<EncoderLayer>> layers;
   std::shared_ptr<Dense> head_dense, head_out;
 };
+
+// Serving dtype int8: packs the encoder layers' Linear layers (query, key, value, attention
+// output, intermediate, output) as int8 and releases their float weights; the embeddings,
+// LayerNorms and the classification head stay float32. Call once, after loading, on the CPU.
+absl::Status PackInt8(CrossEncoderModule& module);
 
 }  // namespace embedserve::models::cross_encoder

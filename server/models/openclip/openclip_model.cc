@@ -171,6 +171,9 @@ absl::StatusOr<std::unique_ptr<Model>> Build(
       !s.ok()) {
     return s;
   }
+  if (placement->dtype.int8_linears) {
+    if (absl::Status s = PackInt8(*module); !s.ok()) return s;
+  }
 
   ModelDescription d = DescribePlacement("openclip", *placement);
   d.architecture = config.ArchitectureName();

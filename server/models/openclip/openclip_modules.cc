@@ -3,6 +3,7 @@
 
 #include <string>
 
+#include "absl/strings/str_cat.h"
 #include "server/models/torch_util.h"
 
 namespace embedserve::models::openclip {
@@ -29,7 +30,7 @@ at::Tensor SelfAttention::forward(const at::Tensor& x, const at::Tensor& mask) c
   const int64_t batch = x.size(0), tokens = x.size(1), width = x.size(2);
   const int64_t head_dim = width / heads;
   // [B, L, 3W] -> [3, B, H, L, hd]
-  at::Tensor qkv = at::linear(x, in_proj_weight, in_proj_bias)
+  at::Tensor qkv = LinearForward(x, in_proj_weight, in_proj_bias, in_proj_int8)
                        .view({batch, tokens, 3, heads, head_dim})
                        .permute({2, 0, 3, 1, 4});
   at::Tensor out = Attention(qkv[0], qkv[1], qkv[2], mask);  // [B, H, L, hd]
@@ -138,6 +139,26 @@ at::Tensor ClipModule::EncodeText(const at::Tensor& ids, const at::Tensor& eot_p
   at::Tensor at_eot = x.reshape({batch * tokens, x.size(2)}).index_select(0, flat_index);
   at::Tensor pooled = ln_final->forward(at_eot);
   return at::matmul(pooled, text_projection);
+}
+
+absl::Status PackInt8(ClipModule& module) {
+  const std::pair<const char*, Transformer*> towers[] = {
+      {"transformer", module.transformer.get()}, {"visual.transformer", module.visual->transformer.get()}};
+  for (const auto& [tower, transformer] : towers) {
+    for (size_t i = 0; i < transformer->blocks.size(); ++i) {
+      ResidualBlock& block = *transformer->blocks[i];
+      const std::string name = absl::StrCat(tower, ".resblocks.", i, ".attn.in_proj");
+      if (absl::Status s = PackLinearInt8(name, block.attn->in_proj_weight,
+                                          block.attn->in_proj_bias, &block.attn->in_proj_int8);
+          !s.ok()) {
+        return s;
+      }
+    }
+    absl::StatusOr<int> packed =
+        PackLinearModulesInt8<LinearParams>(*transformer, [](const std::string&) { return true; });
+    if (!packed.ok()) return packed.status();
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace embedserve::models::openclip

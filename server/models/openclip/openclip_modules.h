@@ -5,6 +5,8 @@
 #include <ATen/ATen.h>
 #include <torch/nn/module.h>
 
+#include "absl/status/status.h"
+#include "server/models/int8_linear.h"
 #include "server/models/openclip/openclip_config.h"
 #include "server/models/torch_util.h"
 
@@ -21,8 +23,9 @@ struct WeightOnly : torch::nn::Module {
 
 struct LinearParams : torch::nn::Module {
   LinearParams(int in, int out, const at::TensorOptions& options);
-  at::Tensor forward(const at::Tensor& x) const { return at::linear(x, weight, bias); }
+  at::Tensor forward(const at::Tensor& x) const { return LinearForward(x, weight, bias, int8); }
   at::Tensor weight, bias;
+  std::shared_ptr<const Int8Linear> int8;  // set by PackInt8 (serving dtype int8)
 };
 
 // nn.MultiheadAttention's layout: packed q/k/v projection + out_proj.
@@ -31,6 +34,7 @@ struct SelfAttention : torch::nn::Module {
   at::Tensor forward(const at::Tensor& x, const at::Tensor& mask) const;  // x: [B, L, W]
   int heads;
   at::Tensor in_proj_weight, in_proj_bias;
+  std::shared_ptr<const Int8Linear> in_proj_int8;  // set by PackInt8 (serving dtype int8)
   std::shared_ptr<LinearParams> out_proj;
 };
 
@@ -83,5 +87,11 @@ struct ClipModule : torch::nn::Module {
   std::shared_ptr<Fp32LayerNorm> ln_final;
   std::shared_ptr<VisionTower> visual;
 };
+
+// Serving dtype int8: packs the Linear layers of both towers' transformer blocks (attention
+// in/out projections, MLP) as int8 and releases their float weights. The patch convolution,
+// embeddings, LayerNorms and the two output projections stay float32. Call once, after the
+// weights are loaded, on the CPU.
+absl::Status PackInt8(ClipModule& module);
 
 }  // namespace embedserve::models::openclip
