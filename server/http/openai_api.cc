@@ -180,13 +180,34 @@ absl::StatusOr<EmbeddingsCall> ParseEmbeddingsRequest(absl::string_view body) {
   for (size_t i = 0; i < items.size(); ++i) {
     const json& item = *items[i];
     const std::string field = input->is_array() ? absl::StrCat("input[", i, "]") : "input";
+    v1::Input* out = call.request.add_inputs();
+    // An object names its item's modality, so that one call can mix texts and images.
+    if (item.is_object()) {
+      auto text = item.find("text");
+      auto image = item.find("image");
+      if ((text == item.end()) == (image == item.end())) {
+        return Bad(field, "an object item needs exactly one of \"text\" or \"image\"");
+      }
+      const auto& value = text != item.end() ? *text : *image;
+      if (!value.is_string()) {
+        return Bad(field, absl::StrCat("expected a string, got ", TypeName(value)));
+      }
+      if (text != item.end()) {
+        out->set_text(value.get<std::string>());
+      } else {
+        absl::StatusOr<std::string> bytes =
+            DataUrlBytes(field, value.get_ref<const std::string&>());
+        if (!bytes.ok()) return bytes.status();
+        out->set_image(*std::move(bytes));
+      }
+      continue;
+    }
     if (!item.is_string()) {
       return Bad(field, item.is_number() || item.is_array()
                             ? "token ids are not accepted: send the text (the server tokenizes "
                               "with the model's own tokenizer)"
                             : absl::StrCat("expected a string, got ", TypeName(item)));
     }
-    v1::Input* out = call.request.add_inputs();
     if (images) {
       absl::StatusOr<std::string> bytes = DataUrlBytes(field, item.get_ref<const std::string&>());
       if (!bytes.ok()) return bytes.status();
@@ -195,6 +216,9 @@ absl::StatusOr<EmbeddingsCall> ParseEmbeddingsRequest(absl::string_view body) {
       out->set_text(item.get<std::string>());
     }
   }
+  absl::StatusOr<bool> truncate = BoolField(object, "truncate", true);
+  if (!truncate.ok()) return truncate.status();
+  if (!*truncate) call.request.mutable_options()->set_truncation(v1::TRUNCATION_ERROR);
   // Packed float32 carries the exact bytes base64 wants, and decodes without a copy per value.
   call.request.mutable_options()->set_dtype(v1::DTYPE_FLOAT32);
   call.request.mutable_options()->set_encoding(v1::ENCODING_PACKED);

@@ -26,11 +26,14 @@ struct EmbeddingsCall {
 };
 
 // Parses an OpenAI embeddings request:
-//   {"model": str, "input": str | [str, ...], "encoding_format": "float" | "base64",
-//    "dimensions": int, "modality": "text" | "image", "user": str}
-// `modality: "image"` (Infinity's convention) takes each input as a `data:image/...;base64,`
-// URL; remote URLs are refused, never fetched. Token-id inputs are refused. Unknown fields
-// are ignored, as OpenAI clients send some. INVALID_ARGUMENT names the field.
+//   {"model": str, "input": str | [item, ...], "encoding_format": "float" | "base64",
+//    "dimensions": int, "modality": "text" | "image", "truncate": bool, "user": str}
+// `modality: "image"` (Infinity's convention) takes each string input as a
+// `data:image/...;base64,` URL; remote URLs are refused, never fetched. An item may also be
+// {"text": str} or {"image": data URL}, mixing both in one call (our extension). `truncate`
+// false (TEI's field) refuses a text over the model's context instead of cutting it. Token-id
+// inputs are refused. Unknown fields are ignored, as OpenAI clients send some.
+// INVALID_ARGUMENT names the field.
 absl::StatusOr<EmbeddingsCall> ParseEmbeddingsRequest(absl::string_view body);
 
 // The OpenAI response for `response` (INVALID_ARGUMENT if `call.dimensions` is not the

@@ -1,6 +1,7 @@
 // Hostile and broken input, one row each, against the real server with the demo CLIP
 // model: every row gets the expected gRPC status with a message naming the field (and the
-// limit where there is one), and the server keeps answering good calls afterwards.
+// limit where there is one), and the server keeps answering good calls afterwards. The same
+// table over HTTP gets the same answers, each with its HTTP status.
 #include <zlib.h>
 
 #include <cstdint>
@@ -13,6 +14,10 @@
 
 #include <catch2/catch.hpp>
 #include <grpcpp/grpcpp.h>
+#include <httplib.h>
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/escaping.h"
 
 #include "tests/test_util.h"
 #include "client/embedserve_client.h"
@@ -68,26 +73,18 @@ struct Row {
   std::vector<std::string> message_parts;
 };
 
-}  // namespace
 
-TEST_CASE("every kind of bad input gets its status, and the server keeps serving") {
-  ServerProcess server({"--model", "demo=" + std::string(EMBEDSERVE_TEST_DATA) +
-                                       "/openclip-reference/model",
-                        "--max-message-bytes", std::to_string(32 << 20)});
-  REQUIRE(server.healthy());
-  auto client = Client::Create(server.unix_target());
-  const std::string jpeg = Slurp(kImages + "photo_800x600.jpg");
-  const std::string png = Slurp(kImages + "landscape_640x480.png");
-
-  std::vector<Row> rows = {
+// The table: each row builds a request from the demo model's valid one.
+std::vector<Row> BadEmbedRows(const std::string& jpeg, const std::string& png) {
+  return {
       {"zero-byte image", [](auto& r) { r.add_inputs()->set_image(""); },
        grpc::StatusCode::INVALID_ARGUMENT, {"inputs[0]", "empty"}},
-      {"truncated JPEG", [&](auto& r) { r.add_inputs()->set_image(jpeg.substr(0, jpeg.size() / 3)); },
+      {"truncated JPEG", [jpeg, png](auto& r) { r.add_inputs()->set_image(jpeg.substr(0, jpeg.size() / 3)); },
        grpc::StatusCode::INVALID_ARGUMENT, {"inputs[0]"}},
-      {"truncated PNG", [&](auto& r) { r.add_inputs()->set_image(png.substr(0, png.size() / 2)); },
+      {"truncated PNG", [jpeg, png](auto& r) { r.add_inputs()->set_image(png.substr(0, png.size() / 2)); },
        grpc::StatusCode::INVALID_ARGUMENT, {"inputs[0]"}},
       {"corrupt bytes after a JPEG header",
-       [&](auto& r) {
+       [jpeg, png](auto& r) {
          std::string broken = jpeg;
          for (size_t i = 600; i < broken.size(); i += 7) broken[i] = static_cast<char>(0xff);
          r.add_inputs()->set_text("ok");
@@ -132,6 +129,20 @@ TEST_CASE("every kind of bad input gets its status, and the server keeps serving
        [](auto& r) { r.add_inputs()->set_image(std::string(33 << 20, 'x')); },
        grpc::StatusCode::RESOURCE_EXHAUSTED, {}},
   };
+}
+
+}  // namespace
+
+TEST_CASE("every kind of bad input gets its status, and the server keeps serving") {
+  ServerProcess server({"--model", "demo=" + std::string(EMBEDSERVE_TEST_DATA) +
+                                       "/openclip-reference/model",
+                        "--max-message-bytes", std::to_string(32 << 20)});
+  REQUIRE(server.healthy());
+  auto client = Client::Create(server.unix_target());
+  const std::string jpeg = Slurp(kImages + "photo_800x600.jpg");
+  const std::string png = Slurp(kImages + "landscape_640x480.png");
+
+  const std::vector<Row> rows = BadEmbedRows(jpeg, png);
   for (const Row& row : rows) {
     DYNAMIC_SECTION(row.name) {
       v1::EmbedRequest request;
@@ -290,4 +301,109 @@ TEST_CASE("every kind of bad input gets its status, and the server keeps serving
   INFO(response.status().ToString());
   REQUIRE(response.ok());
   CHECK(response->embeddings_size() == 2);
+}
+
+namespace {
+
+// A JSON string literal of `text` as a careless client writes it: quotes, backslashes and
+// control characters escaped, every other byte sent as it is (invalid UTF-8 included).
+std::string RawJsonString(const std::string& text) {
+  std::string out = "\"";
+  for (unsigned char c : text) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += static_cast<char>(c);
+    } else if (c < 0x20) {
+      char escaped[8];
+      std::snprintf(escaped, sizeof escaped, "\\u%04x", c);
+      out += escaped;
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out + "\"";
+}
+
+// The /v1/embeddings body for a gRPC EmbedRequest (texts as strings, images as {"image":
+// data URL} items, TRUNCATION_ERROR as "truncate": false), or "" when HTTP cannot say it (an
+// input with no content).
+std::string HttpBodyFor(const v1::EmbedRequest& request) {
+  std::string input;
+  for (const v1::Input& item : request.inputs()) {
+    if (!input.empty()) input += ',';
+    if (item.has_text()) {
+      input += RawJsonString(item.text());
+    } else if (item.has_image()) {
+      input += "{\"image\":\"data:application/octet-stream;base64," +
+               absl::Base64Escape(item.image()) + "\"}";
+    } else {
+      return "";
+    }
+  }
+  std::string body = "{\"model\":" + RawJsonString(request.model()) + ",\"input\":[" + input + "]";
+  if (request.options().truncation() == v1::TRUNCATION_ERROR) body += ",\"truncate\":false";
+  return body + "}";
+}
+
+// What the HTTP API answers for a row's gRPC code: the status each code maps to, and the
+// message with the JSON's field names. A message over --max-message-bytes is 413. Invalid
+// UTF-8 cannot be inside a JSON string at all: the body is refused before any field is read.
+int HttpStatusOf(const Row& row) {
+  if (row.name.find("UTF") != std::string::npos) return 400;
+  switch (row.code) {
+    case grpc::StatusCode::INVALID_ARGUMENT: return 400;
+    case grpc::StatusCode::NOT_FOUND: return 404;
+    case grpc::StatusCode::RESOURCE_EXHAUSTED: return 413;
+    default: return 500;
+  }
+}
+std::vector<std::string> HttpPartsOf(const Row& row) {
+  if (row.name.find("UTF") != std::string::npos) return {"body", "not valid JSON"};
+  std::vector<std::string> parts;
+  for (std::string part : row.message_parts) {
+    if (part.rfind("inputs", 0) == 0) part = "input" + part.substr(6);
+    parts.push_back(part);
+  }
+  return parts;
+}
+
+}  // namespace
+
+TEST_CASE("every bad input of the table gets the same answer over HTTP, with its HTTP status") {
+  const int http_port = embedserve::testing::FreeTcpPort();
+  ServerProcess server({"--model", "demo=" + std::string(EMBEDSERVE_TEST_DATA) +
+                                       "/openclip-reference/model",
+                        "--max-message-bytes", std::to_string(32 << 20), "--http-listen",
+                        "127.0.0.1:" + std::to_string(http_port)});
+  REQUIRE(server.healthy());
+  httplib::Client http("127.0.0.1", http_port);
+  http.set_read_timeout(60, 0);
+  const std::string jpeg = Slurp(kImages + "photo_800x600.jpg");
+  const std::string png = Slurp(kImages + "landscape_640x480.png");
+  int sent = 0;
+  for (const Row& row : BadEmbedRows(jpeg, png)) {
+    v1::EmbedRequest request;
+    request.set_model("demo");
+    row.build(request);
+    const std::string body = HttpBodyFor(request);
+    if (body.empty()) continue;  // "an input with no content": JSON has no such item
+    ++sent;
+    INFO(row.name);
+    auto result = http.Post("/v1/embeddings", body, "application/json");
+    REQUIRE(result);
+    CHECK(result->status == HttpStatusOf(row));
+    const auto error = nlohmann::json::parse(result->body, nullptr, false);
+    REQUIRE(error.is_object());
+    REQUIRE(error.contains("error"));
+    const std::string message = error["error"]["message"].get<std::string>();
+    for (const std::string& part : HttpPartsOf(row)) CHECK_THAT(message, Catch::Contains(part));
+    if (result->status == 400 && message.rfind("input", 0) == 0) {
+      CHECK(error["error"]["param"] == "input");
+    }
+  }
+  CHECK(sent >= 13);
+  // After all of it, a good call is answered.
+  auto good = http.Post("/v1/embeddings", R"({"model":"demo","input":"a dog"})", "application/json");
+  REQUIRE(good);
+  CHECK(good->status == 200);
 }

@@ -58,6 +58,19 @@ TEST_CASE("embeddings requests: a string or a list, formats, dimensions, images"
     CHECK(call->format == http::VectorFormat::kBase64);
     CHECK(call->dimensions == 32);
   }
+  SECTION("object items mix texts and images in one call; truncate false refuses long texts") {
+    const std::string bytes("GIF89a", 6);
+    const std::string body =
+        json{{"model", "demo"},
+             {"truncate", false},
+             {"input", {{{"text", "a dog"}}, {{"image", "data:image/gif;base64," + absl::Base64Escape(bytes)}}}}}
+            .dump();
+    auto call = http::ParseEmbeddingsRequest(body);
+    REQUIRE(call.ok());
+    CHECK(call->request.inputs(0).text() == "a dog");
+    CHECK(call->request.inputs(1).image() == bytes);
+    CHECK(call->request.options().truncation() == v1::TRUNCATION_ERROR);
+  }
   SECTION("images come as base64 data URLs") {
     const std::string bytes("\x89PNG\r\n\x1a\nrest", 12);
     const std::string body = json{{"model", "demo"},
@@ -86,6 +99,11 @@ TEST_CASE("bad embeddings requests name the field") {
       {R"({"model":"m","input":["a",3]})", {"input[1]", "token ids"}},
       {R"({"model":"m","input":[[1,2,3]]})", {"input[0]", "token ids"}},
       {R"({"model":"m","input":["a",null]})", {"input[1]", "null"}},
+      {R"({"model":"m","input":[{"text":"a","image":"b"}]})", {"input[0]", "exactly one"}},
+      {R"({"model":"m","input":[{}]})", {"input[0]", "exactly one"}},
+      {R"({"model":"m","input":[{"text":1}]})", {"input[0]", "a number"}},
+      {R"({"model":"m","input":[{"image":"https://x/y.png"}]})", {"input[0]", "never fetched"}},
+      {R"({"model":"m","input":"a","truncate":"no"})", {"truncate", "true or false"}},
       {R"({"model":"m","input":"a","encoding_format":"int8"})", {"encoding_format", "int8"}},
       {R"({"model":"m","input":"a","dimensions":0})", {"dimensions", "range"}},
       {R"({"model":"m","input":"a","dimensions":1.5})", {"dimensions", "whole"}},
