@@ -73,6 +73,7 @@ struct Flags {
   int max_labels = 1000;
   int64_t max_image_pixels = 64LL * 1024 * 1024;
   int64_t max_image_bytes = 32LL * 1024 * 1024;
+  std::string image_decode = "exact";
   int stream_window = 8;
   double drain_timeout_s = 30;
   bool reflection = true;
@@ -184,6 +185,8 @@ int Run(int argc, char** argv) {
       ->envname("EMBEDSERVE_MAX_IMAGE_PIXELS")->check(CLI::Range(int64_t{1}, int64_t{1} << 40))->capture_default_str();
   app.add_option("--max-image-bytes", f.max_image_bytes, "Largest encoded image")
       ->envname("EMBEDSERVE_MAX_IMAGE_BYTES")->check(CLI::Range(int64_t{1}, int64_t{1} << 40))->capture_default_str();
+  app.add_option("--image-decode", f.image_decode, "exact: decode like Pillow (OpenCLIP's pixels); fast (opt-in): a JPEG at least 4x the model's input side is decoded at 1/2, 1/4 or 1/8 scale in libjpeg's DCT domain, keeping 2x the input side (not bit-identical to Pillow)")
+      ->envname("EMBEDSERVE_IMAGE_DECODE")->check(CLI::IsMember({"exact", "fast"}))->capture_default_str();
   app.add_option("--stream-window", f.stream_window, "EmbedStream messages in flight per stream")
       ->envname("EMBEDSERVE_STREAM_WINDOW")->check(CLI::Range(1, 1024))->capture_default_str();
   app.add_option("--time-slice-ms", f.time_slice_ms,
@@ -311,6 +314,7 @@ int Run(int argc, char** argv) {
   options.executor.time_slice = absl::Microseconds(static_cast<int64_t>(f.time_slice_ms * 1000));
   options.image_limits.max_pixels = f.max_image_pixels;
   options.image_limits.max_bytes = f.max_image_bytes;
+  options.image_limits.jpeg = f.image_decode == "fast" ? image::JpegDecode::kFastDownscale : image::JpegDecode::kExact;
   for (pipeline::BatchPolicy* policy :
        {&options.text_policy, &options.image_policy, &options.pair_policy}) {
     policy->max_batch_size = f.max_batch_size;

@@ -37,27 +37,43 @@ ResizeCrop ClipGeometry(int width, int height, int image_size) {
 }
 
 RgbImage ClipResizeCrop(const RgbImage& image, int image_size) {
-  const ResizeCrop g = ClipGeometry(image.width, image.height, image_size);
+  // A DCT-downscaled JPEG is resized with the geometry of its full size (see RgbImage).
+  const bool scaled = image.downscale > 1 && image.source_width > 0 && image.source_height > 0;
+  const ResizeCrop g = ClipGeometry(scaled ? image.source_width : image.width,
+                                    scaled ? image.source_height : image.height, image_size);
   if (g.resized_w <= 0) return RgbImage{};
   return ResizeBicubicCropped(image, g.resized_w, g.resized_h, g.crop_left, g.crop_top,
                               image_size, image_size);
 }
 
+std::vector<float> NormalizeToChw(const RgbImage& crop, const ClipPreprocessConfig& config) {
+  const size_t plane = static_cast<size_t>(std::max(crop.width, 0)) * std::max(crop.height, 0);
+  if (plane == 0 || crop.pixels.size() != plane * 3) return {};
+  // torchvision: ToTensor divides by 255 in float32, Normalize subtracts and divides; one
+  // table per channel, filled in one pass over the HWC pixels.
+  float lut[3][256];
+  for (int c = 0; c < 3; ++c) {
+    for (int v = 0; v < 256; ++v) {
+      lut[c][v] = (static_cast<float>(v) / 255.0f - config.mean[c]) / config.std[c];
+    }
+  }
+  std::vector<float> out(plane * 3);
+  float* r = out.data();
+  float* g = r + plane;
+  float* b = g + plane;
+  const uint8_t* p = crop.pixels.data();
+  for (size_t i = 0; i < plane; ++i, p += 3) {
+    r[i] = lut[0][p[0]];
+    g[i] = lut[1][p[1]];
+    b[i] = lut[2][p[2]];
+  }
+  return out;
+}
+
 std::vector<float> ClipPreprocess(const RgbImage& image, const ClipPreprocessConfig& config) {
   const RgbImage crop = ClipResizeCrop(image, config.image_size);
   if (crop.pixels.empty()) return {};
-  const size_t plane = static_cast<size_t>(crop.width) * crop.height;
-  std::vector<float> out(plane * 3);
-  for (int c = 0; c < 3; ++c) {
-    // torchvision: ToTensor divides by 255 in float32, Normalize subtracts and divides.
-    float lut[256];
-    for (int v = 0; v < 256; ++v) {
-      lut[v] = (static_cast<float>(v) / 255.0f - config.mean[c]) / config.std[c];
-    }
-    float* dst = &out[plane * c];
-    for (size_t i = 0; i < plane; ++i) dst[i] = lut[crop.pixels[i * 3 + c]];
-  }
-  return out;
+  return NormalizeToChw(crop, config);
 }
 
 }  // namespace embedserve::image

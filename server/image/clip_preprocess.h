@@ -27,6 +27,9 @@ ResizeCrop ClipGeometry(int width, int height, int image_size);
 // Resize + center crop as uint8 RGB (image_size x image_size), before normalization.
 RgbImage ClipResizeCrop(const RgbImage& image, int image_size);
 
+// torchvision ToTensor + Normalize of a uint8 RGB image: float32 CHW, (v / 255 - mean) / std.
+std::vector<float> NormalizeToChw(const RgbImage& image, const ClipPreprocessConfig& config);
+
 // Resize shortest side + center crop + normalize: float32 CHW, 3 x size x size.
 // Returns an empty vector for an empty image or a non-positive image_size.
 std::vector<float> ClipPreprocess(const RgbImage& image, const ClipPreprocessConfig& config);

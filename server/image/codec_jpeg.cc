@@ -1,5 +1,5 @@
 // JPEG decoding with libjpeg(-turbo): gray, YCbCr/RGB and CMYK/YCCK (Adobe-inverted, the
-// way Pillow reads it) to RGB.
+// way Pillow reads it) to RGB, at full size or (opt-in) scaled down in the DCT domain.
 
 // libjpeg errors longjmp, so only plain C structs live in the frames that call setjmp
 // (JpegStart / JpegDecompressStart / JpegReadRows); C++ allocates between them.
@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstring>
 #include <memory>
+#include <vector>
 
 // jpeglib.h needs size_t and FILE declared first.
 #include <jpeglib.h>
@@ -98,16 +99,24 @@ bool JpegDecompressStart(JpegState* st) {
   return true;
 }
 
-// Reads every scanline into `out` (output_height rows of `stride` bytes) and finishes.
-bool JpegReadRows(JpegState* st, unsigned char* out, size_t stride) {
+// Converts `n` pixels of one decoded row (1 or 4 components) to RGB.
+using RowConverter = void (*)(const unsigned char* in, unsigned char* out, size_t n);
+
+// Reads every scanline into `out` (output_height rows of `stride` bytes) and finishes. With a
+// `convert`, each row is decoded into `scratch` (one row of output_components bytes per pixel)
+// and converted into `out` from there, so no second full-size buffer exists.
+bool JpegReadRows(JpegState* st, unsigned char* out, size_t stride, unsigned char* scratch,
+                  RowConverter convert) {
   if (setjmp(st->jump)) {
     jpeg_destroy_decompress(&st->cinfo);
     st->created = false;
     return false;
   }
   while (st->cinfo.output_scanline < st->cinfo.output_height) {
-    JSAMPROW row = out + static_cast<size_t>(st->cinfo.output_scanline) * stride;
+    unsigned char* dst = out + static_cast<size_t>(st->cinfo.output_scanline) * stride;
+    JSAMPROW row = convert != nullptr ? scratch : dst;
     jpeg_read_scanlines(&st->cinfo, &row, 1);
+    if (convert != nullptr) convert(scratch, dst, st->cinfo.output_width);
   }
   jpeg_finish_decompress(&st->cinfo);
   jpeg_destroy_decompress(&st->cinfo);
@@ -128,9 +137,26 @@ inline int MulDiv255(int a, int b) {
   return ((t >> 8) + t) >> 8;
 }
 
+void GrayToRgb(const unsigned char* in, unsigned char* out, size_t n) {
+  for (size_t i = 0; i < n; ++i) out[3 * i] = out[3 * i + 1] = out[3 * i + 2] = in[i];
+}
+
+// Pillow reads 4-component JPEGs as "CMYK;I" (Adobe's inverted CMYK) and converts
+// CMYK -> RGB as nk - c * nk / 255 with nk = 255 - k.
+void InvertedCmykToRgb(const unsigned char* in, unsigned char* out, size_t n) {
+  for (size_t i = 0; i < n; ++i) {
+    const unsigned char* q = &in[4 * i];
+    const int c = 255 - q[0], m = 255 - q[1], y = 255 - q[2], nk = q[3];  // nk = 255 - k
+    out[3 * i + 0] = static_cast<uint8_t>(nk - MulDiv255(c, nk));
+    out[3 * i + 1] = static_cast<uint8_t>(nk - MulDiv255(m, nk));
+    out[3 * i + 2] = static_cast<uint8_t>(nk - MulDiv255(y, nk));
+  }
+}
+
 }  // namespace
 
-absl::StatusOr<RgbImage> DecodeJpeg(absl::string_view data, const DecodeLimits& limits) {
+absl::StatusOr<RgbImage> DecodeJpeg(absl::string_view data, const DecodeLimits& limits,
+                                    int target_short_side) {
   std::unique_ptr<JpegState, JpegStateDeleter> st(new JpegState());
   const auto fail = [&]() {
     return absl::InvalidArgumentError(absl::StrCat("corrupt JPEG: ", st->message));
@@ -141,6 +167,14 @@ absl::StatusOr<RgbImage> DecodeJpeg(absl::string_view data, const DecodeLimits& 
   if (absl::Status s = CheckDimensions(st->cinfo.image_width, st->cinfo.image_height, limits);
       !s.ok()) {
     return s;
+  }
+  if (limits.jpeg == JpegDecode::kFastDownscale) {
+    // Scaled IDCT: libjpeg computes output_width = ceil(image_width / denom), and likewise
+    // for the height, in jpeg_start_decompress.
+    st->cinfo.scale_num = 1;
+    st->cinfo.scale_denom = static_cast<unsigned int>(JpegDownscaleDenominator(
+        static_cast<int>(st->cinfo.image_width), static_cast<int>(st->cinfo.image_height),
+        target_short_side));
   }
   if (!JpegDecompressStart(st.get())) return fail();
   const int w = static_cast<int>(st->cinfo.output_width);
@@ -154,27 +188,21 @@ absl::StatusOr<RgbImage> DecodeJpeg(absl::string_view data, const DecodeLimits& 
   RgbImage img;
   img.width = w;
   img.height = h;
-  img.pixels.resize(static_cast<size_t>(w) * h * 3);
-  if (comps == 3) {
-    if (!JpegReadRows(st.get(), img.pixels.data(), static_cast<size_t>(w) * 3)) return fail();
-    return img;
+  if (st->cinfo.scale_denom > 1) {
+    img.downscale = static_cast<int>(st->cinfo.scale_denom);
+    img.source_width = static_cast<int>(st->cinfo.image_width);
+    img.source_height = static_cast<int>(st->cinfo.image_height);
   }
-  std::vector<uint8_t> raw(static_cast<size_t>(w) * h * comps);
-  if (!JpegReadRows(st.get(), raw.data(), static_cast<size_t>(w) * comps)) return fail();
-  const size_t n = static_cast<size_t>(w) * h;
-  uint8_t* out = img.pixels.data();
-  if (comps == 1) {
-    for (size_t i = 0; i < n; ++i) out[3 * i] = out[3 * i + 1] = out[3 * i + 2] = raw[i];
-  } else {
-    // Pillow reads 4-component JPEGs as "CMYK;I" (Adobe's inverted CMYK) and converts
-    // CMYK -> RGB as nk - c * nk / 255 with nk = 255 - k.
-    for (size_t i = 0; i < n; ++i) {
-      const uint8_t* q = &raw[4 * i];
-      const int c = 255 - q[0], m = 255 - q[1], y = 255 - q[2], nk = q[3];  // nk = 255 - k
-      out[3 * i + 0] = static_cast<uint8_t>(nk - MulDiv255(c, nk));
-      out[3 * i + 1] = static_cast<uint8_t>(nk - MulDiv255(m, nk));
-      out[3 * i + 2] = static_cast<uint8_t>(nk - MulDiv255(y, nk));
-    }
+  img.pixels.resize(static_cast<size_t>(w) * h * 3);
+  std::vector<unsigned char> scratch;
+  RowConverter convert = nullptr;
+  if (comps != 3) {
+    scratch.resize(static_cast<size_t>(w) * comps);
+    convert = comps == 1 ? &GrayToRgb : &InvertedCmykToRgb;
+  }
+  if (!JpegReadRows(st.get(), img.pixels.data(), static_cast<size_t>(w) * 3, scratch.data(),
+                    convert)) {
+    return fail();
   }
   return img;
 }

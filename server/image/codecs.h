@@ -15,7 +15,9 @@ namespace embedserve::image::internal {
 // INVALID_ARGUMENT unless 0 < width, height and width * height <= limits.max_pixels.
 absl::Status CheckDimensions(int64_t width, int64_t height, const DecodeLimits& limits);
 
-absl::StatusOr<RgbImage> DecodeJpeg(absl::string_view data, const DecodeLimits& limits);
+// `target_short_side` as in DecodeToRgb (used by JpegDecode::kFastDownscale only).
+absl::StatusOr<RgbImage> DecodeJpeg(absl::string_view data, const DecodeLimits& limits,
+                                    int target_short_side);
 absl::StatusOr<RgbImage> DecodePng(absl::string_view data, const DecodeLimits& limits);
 absl::StatusOr<RgbImage> DecodeWebp(absl::string_view data, const DecodeLimits& limits);
 absl::StatusOr<RgbImage> DecodeGif(absl::string_view data, const DecodeLimits& limits);

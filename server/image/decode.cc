@@ -183,7 +183,18 @@ absl::StatusOr<ImageHeader> ReadImageHeader(absl::string_view encoded) {
   return Unsupported(encoded);
 }
 
-absl::StatusOr<RgbImage> DecodeToRgb(absl::string_view encoded, const DecodeLimits& limits) {
+int JpegDownscaleDenominator(int width, int height, int target_short_side) {
+  if (target_short_side <= 0 || width <= 0 || height <= 0) return 1;
+  const int64_t shorter = std::min(width, height);
+  const int64_t need = 2 * static_cast<int64_t>(target_short_side);
+  for (const int denom : {8, 4, 2}) {
+    if ((shorter + denom - 1) / denom >= need) return denom;
+  }
+  return 1;
+}
+
+absl::StatusOr<RgbImage> DecodeToRgb(absl::string_view encoded, const DecodeLimits& limits,
+                                     int target_short_side) {
   if (static_cast<int64_t>(encoded.size()) > limits.max_bytes) {
     return absl::InvalidArgumentError(absl::StrCat(
         "image is ", encoded.size(), " bytes, over the limit of ", limits.max_bytes));
@@ -196,7 +207,7 @@ absl::StatusOr<RgbImage> DecodeToRgb(absl::string_view encoded, const DecodeLimi
   }
   const Format f = Sniff(encoded);
   switch (f) {
-    case Format::kJpeg: return internal::DecodeJpeg(encoded, limits);
+    case Format::kJpeg: return internal::DecodeJpeg(encoded, limits, target_short_side);
     case Format::kPng: return internal::DecodePng(encoded, limits);
     case Format::kWebp: return internal::DecodeWebp(encoded, limits);
     case Format::kGif: return internal::DecodeGif(encoded, limits);

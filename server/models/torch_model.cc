@@ -44,7 +44,8 @@ absl::StatusOr<std::vector<float>> TorchModel::MaxSim(const RowsView& query,
 
 absl::StatusOr<ImageInput> TorchModel::PrepareImage(absl::string_view encoded,
                                                      const ImageLimits& limits) const {
-  absl::StatusOr<image::RgbImage> rgb = image::DecodeToRgb(encoded, limits);
+  absl::StatusOr<image::RgbImage> rgb =
+      image::DecodeToRgb(encoded, limits, description_.image_size);
   if (!rgb.ok()) return rgb.status();
   return PreprocessImage(*rgb);
 }

@@ -2,9 +2,11 @@
 // before decoding, corrupt input fails cleanly, and the CLIP geometry/normalization by hand.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <fstream>
 #include <iterator>
 #include <string>
@@ -18,8 +20,11 @@ namespace {
 using embedserve::image::ClipGeometry;
 using embedserve::image::ClipPreprocess;
 using embedserve::image::ClipPreprocessConfig;
+using embedserve::image::ClipResizeCrop;
 using embedserve::image::DecodeLimits;
 using embedserve::image::DecodeToRgb;
+using embedserve::image::JpegDecode;
+using embedserve::image::JpegDownscaleDenominator;
 using embedserve::image::ReadImageHeader;
 using embedserve::image::ResizeBicubic;
 using embedserve::image::RgbImage;
@@ -33,6 +38,9 @@ std::string ReadFile(const std::string& path) {
 }
 
 std::string Fixture(const std::string& name) { return ReadFile(kData + "/images/" + name); }
+std::string Reference(const std::string& name) {
+  return ReadFile(kData + "/openclip-reference/images/" + name);
+}
 
 RgbImage MustDecode(const std::string& bytes) {
   auto img = DecodeToRgb(bytes, DecodeLimits{});
@@ -304,4 +312,112 @@ TEST_CASE("resize edge cases") {
   // Same size: an exact copy.
   const RgbImage base = MustDecode(Fixture("base.png"));
   RequireSamePixels(ResizeBicubic(base, base.width, base.height), base);
+}
+
+TEST_CASE("the fast JPEG decode picks the largest DCT scale that keeps 2x the target") {
+  // ceil(short / d) >= 2 * target, d in {8, 4, 2}, else 1.
+  CHECK(JpegDownscaleDenominator(4000, 3000, 224) == 4);  // 750 >= 448; 375 < 448
+  CHECK(JpegDownscaleDenominator(3000, 4000, 224) == 4);  // orientation does not matter
+  CHECK(JpegDownscaleDenominator(800, 600, 224) == 1);    // 300 < 448
+  CHECK(JpegDownscaleDenominator(800, 600, 64) == 4);     // 150 >= 128; 75 < 128
+  CHECK(JpegDownscaleDenominator(1999, 1001, 224) == 2);  // ceil(1001 / 2) = 501 >= 448
+  CHECK(JpegDownscaleDenominator(895, 2000, 224) == 2);   // ceil(895 / 2) = 448, just enough
+  CHECK(JpegDownscaleDenominator(894, 2000, 224) == 1);   // 447
+  CHECK(JpegDownscaleDenominator(8000, 8000, 224) == 8);
+  CHECK(JpegDownscaleDenominator(800, 600, 0) == 1);      // target unknown: full size
+}
+
+TEST_CASE("the fast JPEG decode is opt-in and touches only JPEGs with a target") {
+  CHECK(DecodeLimits{}.jpeg == JpegDecode::kExact);
+  DecodeLimits fast;
+  fast.jpeg = JpegDecode::kFastDownscale;
+  const std::string jpeg = Reference("photo_800x600.jpg");
+  const RgbImage exact = MustDecode(jpeg);
+  SECTION("no target: full size, same pixels") {
+    auto img = DecodeToRgb(jpeg, fast);
+    REQUIRE(img.ok());
+    CHECK(img->downscale == 1);
+    RequireSamePixels(*img, exact);
+  }
+  SECTION("a PNG is decoded exactly whatever the mode") {
+    const std::string png = Reference("landscape_640x480.png");
+    auto img = DecodeToRgb(png, fast, 64);
+    REQUIRE(img.ok());
+    CHECK(img->downscale == 1);
+    RequireSamePixels(*img, MustDecode(png));
+  }
+  SECTION("the exact mode ignores the target") {
+    auto img = DecodeToRgb(jpeg, DecodeLimits{}, 64);
+    REQUIRE(img.ok());
+    RequireSamePixels(*img, exact);
+  }
+}
+
+TEST_CASE("the fast JPEG decode scales in the DCT domain and keeps the source size") {
+  DecodeLimits fast;
+  fast.jpeg = JpegDecode::kFastDownscale;
+  auto img = DecodeToRgb(Reference("odd_1999x1001.jpg"), fast, 64);
+  REQUIRE(img.ok());
+  CHECK(img->downscale == 4);
+  CHECK(img->width == 500);   // ceil(1999 / 4)
+  CHECK(img->height == 251);  // ceil(1001 / 4)
+  CHECK(img->source_width == 1999);
+  CHECK(img->source_height == 1001);
+  CHECK(img->pixels.size() == size_t{500} * 251 * 3);
+  // Limits apply to the encoded size, not the scaled one.
+  fast.max_pixels = int64_t{1999} * 1001 - 1;
+  auto refused = DecodeToRgb(Reference("odd_1999x1001.jpg"), fast, 64);
+  REQUIRE_FALSE(refused.ok());
+  CHECK(std::string(refused.status().message()).find("over the limit") != std::string::npos);
+}
+
+TEST_CASE("the fast JPEG decode preprocesses close to the Pillow-exact path") {
+  // Bound: mean |difference| <= 1 level of 255 and max <= 24 over the crop's values. Measured
+  // on these images: mean 0.22-0.51, max 7-14 (pil_compare.py further checks the fast path
+  // equals Pillow's own draft() + resize(box) bit for bit). A crop shifted by one output
+  // pixel, the typical geometry mistake, gives a mean of 9-16 levels.
+  DecodeLimits fast;
+  fast.jpeg = JpegDecode::kFastDownscale;
+  struct Case {
+    const char* name;
+    int size;
+    int denominator;
+  };
+  for (const Case& c : {Case{"photo_800x600.jpg", 64, 4}, Case{"photo_800x600.jpg", 100, 2},
+                        Case{"odd_1999x1001.jpg", 64, 4}, Case{"odd_1999x1001.jpg", 224, 2}}) {
+    INFO(c.name << " at " << c.size);
+    const std::string bytes = Reference(c.name);
+    auto exact = DecodeToRgb(bytes, DecodeLimits{}, c.size);
+    auto scaled = DecodeToRgb(bytes, fast, c.size);
+    REQUIRE(exact.ok());
+    REQUIRE(scaled.ok());
+    CHECK(scaled->downscale == c.denominator);
+    const RgbImage a = ClipResizeCrop(*exact, c.size);
+    const RgbImage b = ClipResizeCrop(*scaled, c.size);
+    REQUIRE(a.width == c.size);
+    REQUIRE(b.width == c.size);
+    REQUIRE(b.height == c.size);
+    int max_diff = 0;
+    double sum = 0;
+    for (size_t i = 0; i < a.pixels.size(); ++i) {
+      const int d = std::abs(static_cast<int>(a.pixels[i]) - static_cast<int>(b.pixels[i]));
+      max_diff = std::max(max_diff, d);
+      sum += d;
+    }
+    const double mean = sum / a.pixels.size();
+    INFO("max " << max_diff << ", mean " << mean);
+    CHECK(max_diff > 0);  // the scaled decode did change the pixels
+    CHECK(max_diff <= 24);
+    CHECK(mean <= 1.0);
+    // A one-pixel shift of the exact crop, for scale: far outside the bound (measured 9-16).
+    const RgbImage shifted = embedserve::image::ResizeBicubicCropped(
+        *exact, ClipGeometry(exact->width, exact->height, c.size).resized_w,
+        ClipGeometry(exact->width, exact->height, c.size).resized_h,
+        ClipGeometry(exact->width, exact->height, c.size).crop_left + 1, 0, c.size, c.size);
+    double shifted_sum = 0;
+    for (size_t i = 0; i < a.pixels.size(); ++i) {
+      shifted_sum += std::abs(static_cast<int>(a.pixels[i]) - static_cast<int>(shifted.pixels[i]));
+    }
+    CHECK(shifted_sum / a.pixels.size() > 4.0);
+  }
 }

@@ -1,5 +1,6 @@
 # Compares server/image (via the resize_dump tool) with Pillow: decoding, Image.resize BICUBIC
-# and OpenCLIP's resize + center crop + normalize, on the reference images and synthetic sizes.
+# and OpenCLIP's resize + center crop + normalize, on the reference images and synthetic sizes;
+# and the opt-in fast JPEG decode with Pillow's draft() + resize(box=...).
 """usage: pil_compare.py RESIZE_DUMP TEST_DATA_DIR  (exit 1 on any mismatch)"""
 import os
 import subprocess
@@ -110,6 +111,38 @@ def check_decode_variants(tmp, rng):
             compare(f"decode variant {name}", read_ppm(out), np.asarray(pil.convert("RGB")))
 
 
+def check_fast_jpeg(tmp, rng):
+    """--image-decode fast against Pillow doing the same: draft() (libjpeg's DCT scaling) to
+    1/d, then resize(box=...) of the full-size geometry, as Image.thumbnail does."""
+    photo = Image.open(os.path.join(REF, "photo_800x600.jpg")).convert("RGB")
+    sources = [os.path.join(REF, "photo_800x600.jpg"), os.path.join(REF, "odd_1999x1001.jpg")]
+    for (w, h, q) in [(1999, 1001, 90), (1600, 1200, 85), (901, 1203, 95), (3001, 2001, 80)]:
+        big = np.asarray(photo.resize((w, h), Image.BICUBIC)).astype(np.int32)
+        big = np.clip(big + rng.integers(-8, 9, big.shape), 0, 255).astype(np.uint8)
+        path = os.path.join(tmp, f"fast_{w}x{h}.jpg")
+        Image.fromarray(big, "RGB").save(path, quality=q)
+        sources.append(path)
+    scaled = 0
+    for path in sources:
+        for size in [64, 224, 100]:
+            with Image.open(path) as im:
+                w, h = im.size
+                d = next((d for d in (8, 4, 2) if -(-min(w, h) // d) >= 2 * size), 1)
+                ow, oh, left, top = clip_geometry(w, h, size)
+                if d > 1:
+                    im.draft("RGB", (w // d, h // d))
+                    assert im.size == (-(-w // d), -(-h // d)), (path, im.size, d)
+                    scaled += 1
+                rgb = im.convert("RGB")
+                r = rgb.resize((ow, oh), Image.BICUBIC, box=(0, 0, w / d, h / d))
+                theirs = np.asarray(r.crop((left, top, left + size, top + size)))
+            out = os.path.join(tmp, "fast.ppm")
+            run("clipfast", path, size, out)
+            compare(f"fast decode {os.path.basename(path)} clip {size} (1/{d})", read_ppm(out), theirs)
+    if scaled < 10:
+        failures.append(f"fast decode: only {scaled} cases were DCT-scaled")
+
+
 def main():
     rng = np.random.default_rng(1234)
     with tempfile.TemporaryDirectory() as tmp:
@@ -130,7 +163,7 @@ def main():
         check_decode_variants(tmp, rng)
         # 3. Synthetic: noise and gradients, up/down scaling and extreme aspect ratios.
         shapes = [(1, 1), (2, 3), (7, 500), (500, 7), (3000, 20), (20, 3000), (333, 333),
-                  (1023, 769), (64, 64), (65, 63)]
+                  (1023, 769), (64, 64), (65, 63), (9000, 30)]
         for (w, h) in shapes:
             noise = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
             im = Image.fromarray(noise, "RGB")
@@ -142,6 +175,8 @@ def main():
         checker = (np.indices((101, 99)).sum(0) % 2 * 255).astype(np.uint8)
         im = Image.fromarray(np.stack([checker] * 3, -1), "RGB")
         check_image("checker", im, tmp, [(50, 50), (303, 297), (13, 200)], [224])
+        # 5. The opt-in fast JPEG decode equals Pillow's draft() + resize(box).
+        check_fast_jpeg(tmp, rng)
     print(f"{stats['exact']}/{stats['total']} comparisons exact")
     if failures:
         print("FAILURES:\n  " + "\n  ".join(failures))

@@ -1,5 +1,6 @@
 // Test tool for pil_compare.py: decodes an image with embedserve_image and writes the decoded,
-// resized, CLIP-cropped (PPM) or CLIP-preprocessed (raw float32 CHW) result.
+// resized, CLIP-cropped (PPM; exact or with the fast JPEG decode) or CLIP-preprocessed (raw
+// float32 CHW) result.
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -26,7 +27,8 @@ int Usage() {
   std::cerr << "usage: resize_dump decode IN OUT.ppm\n"
                "       resize_dump resize IN WIDTH HEIGHT OUT.ppm\n"
                "       resize_dump clip IN SIZE OUT.ppm\n"
-               "       resize_dump preprocess IN SIZE OUT.f32\n";
+               "       resize_dump preprocess IN SIZE OUT.f32\n"
+               "       resize_dump clipfast IN SIZE OUT.ppm  (JPEG: --image-decode fast)\n";
   return 2;
 }
 
@@ -37,7 +39,13 @@ int main(int argc, char** argv) {
   const std::string mode = argv[1];
   std::ifstream in(argv[2], std::ios::binary);
   const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  auto decoded = embedserve::image::DecodeToRgb(bytes, {});
+  embedserve::image::DecodeLimits limits;
+  int target = 0;
+  if (mode == "clipfast" && argc == 5) {
+    limits.jpeg = embedserve::image::JpegDecode::kFastDownscale;
+    target = std::atoi(argv[3]);
+  }
+  auto decoded = embedserve::image::DecodeToRgb(bytes, limits, target);
   if (!decoded.ok()) {
     std::cerr << argv[2] << ": " << decoded.status() << "\n";
     return 1;
@@ -48,7 +56,7 @@ int main(int argc, char** argv) {
         embedserve::image::ResizeBicubic(*decoded, std::atoi(argv[3]), std::atoi(argv[4]));
     return WritePpm(argv[5], out) ? 0 : 1;
   }
-  if (mode == "clip" && argc == 5) {
+  if ((mode == "clip" || mode == "clipfast") && argc == 5) {
     return WritePpm(argv[4], embedserve::image::ClipResizeCrop(*decoded, std::atoi(argv[3]))) ? 0
                                                                                               : 1;
   }

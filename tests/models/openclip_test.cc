@@ -139,6 +139,35 @@ TEST_CASE("every reference image embeds to the OpenCLIP output (cosine >= 0.9999
   }
 }
 
+TEST_CASE("the opt-in fast JPEG decode embeds the reference JPEGs within cosine 0.9999 of exact") {
+  // --image-decode fast: the 64 px demo model lets libjpeg decode these JPEGs at 1/4 scale
+  // (shorter side 600 -> 150 and 1001 -> 251, both >= 2 x 64), which moves the 64x64 input
+  // by 0.2-0.4 levels of 255 on average (tests/image bounds the pixels). Measured cosines:
+  // 0.999999 and 0.99998; the bound leaves room for other CPUs' float32 kernels.
+  auto model = Load(kRef + "model");
+  embedserve::models::ImageLimits fast;
+  fast.jpeg = embedserve::image::JpegDecode::kFastDownscale;
+  for (const std::string name : {"photo_800x600.jpg", "odd_1999x1001.jpg"}) {
+    INFO(name);
+    const std::string bytes = Slurp(kRef + "images/" + name);
+    auto exact_in = model->PrepareImage(bytes, {});
+    auto fast_in = model->PrepareImage(bytes, fast);
+    REQUIRE(exact_in.ok());
+    REQUIRE(fast_in.ok());
+    REQUIRE(fast_in->pixels.size() == exact_in->pixels.size());
+    CHECK(fast_in->pixels != exact_in->pixels);  // the fast path did run
+    const ImageInput* both[] = {&*exact_in, &*fast_in};
+    auto out = model->EmbedImages(both);
+    REQUIRE(out.ok());
+    const double cosine = Cosine((*out)[0].values, (*out)[1].values);
+    INFO("cosine " << cosine);
+    CHECK(cosine >= 0.9999);
+    // The exact path is still OpenCLIP's.
+    CHECK(Cosine((*out)[0].values,
+                 Reference()["images"][name].get<std::vector<double>>()) >= 0.9999);
+  }
+}
+
 TEST_CASE("the model describes itself from the config and reports the exp'd logit scale") {
   auto model = Load(kRef + "model");
   const auto& d = model->description();
