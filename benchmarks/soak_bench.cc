@@ -3,7 +3,7 @@
 // memory. One command:
 //
 //   soak_bench [--seconds 600] [--warmup-seconds 60] [--concurrency 32]
-//              [--model-dir DIR] [--server-arg ARG...]
+//              [--model-dir DIR] [--hostile] [--server-arg ARG...]
 //
 // Valid calls (Embed of 1..4 texts and images, some texts over the context length and
 // truncated) are spot-checked against single-call answers computed before the load
@@ -13,6 +13,12 @@
 // deadline; each must get its expected status code. The server's RSS is sampled from
 // /proc/<pid>/status; the growth between the end of the warm-up and the end is printed.
 // At the end the server must still be healthy and exit 0 on SIGTERM.
+//
+// --hostile adds what an attacker or a buggy fleet sends (issue 19): every call names a new
+// 100 KB model, or a 9,000-character one, or comes without the bearer token the server now
+// requires (--auth-token-file; the other calls carry it). The /metrics page (--metrics-listen)
+// is fetched at the end of the warm-up and at the end: its size, like RSS, must stay bounded
+// (at most 1.5x + 64 KiB of its warm-up size), or the run fails.
 // Exit status: 0 if all of that held, 1 otherwise.
 #include <signal.h>
 #include <unistd.h>
@@ -86,12 +92,19 @@ enum Kind {
   kWrongDims,
   kCancelled,
   kTinyDeadline,
+  kUniqueModelName,
+  kOversizeName,
+  kUnauthenticated,
   kKinds
 };
+// The kinds only --hostile sends.
+bool Hostile(int kind) { return kind >= kUniqueModelName; }
 const char* const kKindNames[kKinds] = {"valid embed (spot-checked)", "corrupt image",
                                         "long text, truncation off", "unknown model",
                                         "rerank, wrong embedding dims", "cancelled mid-call",
-                                        "1 us deadline"};
+                                        "1 us deadline", "hostile: unique 100 KB model name",
+                                        "hostile: 9000-char model name",
+                                        "hostile: no token, unique name"};
 
 struct Stats {
   std::atomic<long> sent{0};
@@ -114,6 +127,9 @@ int main(int argc, char** argv) {
   int concurrency = 32;
   std::string model_dir = std::string(EMBEDSERVE_SOURCE_DIR) + "/tests/data/openclip-reference/model";
   std::vector<std::string> server_args;
+  bool hostile = false;
+  app.add_flag("--hostile", hostile, "Add unique and oversize model names and unauthenticated calls")
+      ->capture_default_str();
   app.add_option("--seconds", seconds, "Duration of the load, warm-up included")->capture_default_str();
   app.add_option("--warmup-seconds", warmup_seconds, "RSS growth is measured from the end of this")
       ->capture_default_str();
@@ -125,6 +141,14 @@ int main(int argc, char** argv) {
   if (warmup_seconds >= seconds) warmup_seconds = seconds / 5;
 
   std::vector<std::string> args = {"--model", "demo=" + model_dir, "--no-access-log"};
+  const std::string token = "soak-token";
+  const std::string token_file = "/tmp/embedserve-soak-token-" + std::to_string(getpid());
+  const int metrics_port = embedserve::testing::FreeTcpPort();
+  if (hostile) {
+    std::ofstream(token_file) << token << "\n";
+    args.insert(args.end(), {"--auth-token-file", token_file, "--metrics-listen",
+                             "127.0.0.1:" + std::to_string(metrics_port)});
+  }
   args.insert(args.end(), server_args.begin(), server_args.end());
   std::printf("soak: starting server (model %s), %d callers, %.0f s (warm-up %.0f s)\n",
               model_dir.c_str(), concurrency, seconds, warmup_seconds);
@@ -135,6 +159,8 @@ int main(int argc, char** argv) {
   }
   const pid_t pid = server.pid();
   const std::string target = server.unix_target();
+  embedserve::client::ClientOptions client_options;
+  if (hostile) client_options.bearer_token = token;
 
   // Reference answers, one input per call, before any load.
   const std::string data = std::string(EMBEDSERVE_SOURCE_DIR) + "/tests/data/openclip-reference/images/";
@@ -166,7 +192,7 @@ int main(int argc, char** argv) {
     refs.push_back(r);
   }
   {
-    auto client = Client::Create(target);
+    auto client = Client::Create(target, client_options);
     for (Reference& r : refs) {
       v1::EmbedRequest request;
       request.set_model("demo");
@@ -233,7 +259,8 @@ int main(int argc, char** argv) {
     while (!stop.load(std::memory_order_relaxed)) {
       // About 60% valid calls, the rest spread over the invalid kinds.
       const int roll = static_cast<int>(rng() % 100);
-      const Kind kind = roll < 60 ? kValid : static_cast<Kind>(1 + (roll - 60) % (kKinds - 1));
+      const int invalid_kinds = hostile ? kKinds - 1 : kUniqueModelName - 1;
+      const Kind kind = roll < 60 ? kValid : static_cast<Kind>(1 + (roll - 60) % invalid_kinds);
       stats[kind].sent++;
       v1::EmbedRequest request;
       request.set_model("demo");
@@ -243,6 +270,7 @@ int main(int argc, char** argv) {
       for (int p : picks) *request.add_inputs() = refs[p].input;
 
       grpc::ClientContext context;
+      if (hostile && kind != kUnauthenticated) context.AddMetadata("authorization", "Bearer " + token);
       v1::EmbedResponse response;
       grpc::Status status;
       switch (kind) {
@@ -334,10 +362,35 @@ int main(int argc, char** argv) {
           else note_unexpected(kind, status);
           break;
         }
+        case kUniqueModelName:
+        case kOversizeName:
+        case kUnauthenticated: {
+          // A name no call used before: 100 KB (or 9,000 characters) of random letters.
+          std::string name(kind == kOversizeName ? 9000 : 100 * 1024, 'a');
+          for (size_t i = 0; i < 64; ++i) name[rng() % name.size()] = static_cast<char>('a' + rng() % 26);
+          name += std::to_string(c) + "-" + std::to_string(stats[kind].sent.load());
+          request.set_model(name);
+          context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+          status = stub.Embed(&context, request, &response);
+          const grpc::StatusCode want = kind == kUnauthenticated
+                                            ? grpc::StatusCode::UNAUTHENTICATED
+                                            : grpc::StatusCode::NOT_FOUND;
+          // The name is never echoed whole: the status must fit in the metadata limit.
+          if (status.error_code() == want && status.error_message().size() < 2048) {
+            stats[kind].expected++;
+          } else {
+            note_unexpected(kind, status);
+          }
+          break;
+        }
         default:
           break;
       }
     }
+  };
+  auto metrics_bytes = [&]() -> long {
+    if (!hostile) return -1;
+    return static_cast<long>(embedserve::testing::HttpGetLocal(metrics_port, "/metrics").size());
   };
 
   // RSS sampler and crash watch.
@@ -345,6 +398,7 @@ int main(int argc, char** argv) {
   std::atomic<bool> crashed{false};
   const auto start = Clock::now();
   auto elapsed = [&] { return std::chrono::duration<double>(Clock::now() - start).count(); };
+  long metrics_warm = -1;
   std::thread sampler([&] {
     double next_print = 60;
     while (!stop.load()) {
@@ -358,6 +412,7 @@ int main(int argc, char** argv) {
         std::lock_guard<std::mutex> lock(mu);
         rss.emplace_back(elapsed(), kib);
       }
+      if (metrics_warm < 0 && elapsed() >= warmup_seconds) metrics_warm = metrics_bytes();
       if (elapsed() >= next_print) {
         long total = 0;
         for (const Stats& s : stats) total += s.sent.load();
@@ -373,6 +428,7 @@ int main(int argc, char** argv) {
   for (int c = 0; c < concurrency; ++c) callers.emplace_back(caller, c);
   while (!stop.load() && elapsed() < seconds) std::this_thread::sleep_for(std::chrono::milliseconds(100));
   const long rss_end_kib = RssKib(pid);  // at the end of the load, before it drains
+  const long metrics_end = metrics_bytes();
   stop = true;
   for (auto& t : callers) t.join();
   sampler.join();
@@ -385,6 +441,7 @@ int main(int argc, char** argv) {
     healthy_at_end = health.ok() && *health == grpc::health::v1::HealthCheckResponse::SERVING;
   }
   const int exit_code = crashed ? -1 : server.StopWith(SIGTERM, 60);
+  if (hostile) std::remove(token_file.c_str());
 
   long rss_warm = -1, rss_peak = 0;
   for (const auto& [t, kib] : rss) {
@@ -418,8 +475,15 @@ int main(int argc, char** argv) {
               healthy_at_end ? "yes" : "NO", exit_code);
   std::printf("  RSS: end of warm-up (%.0f s) %.1f MiB, end %.1f MiB, peak %.1f MiB, growth %+.2f%%\n",
               warmup_seconds, rss_warm / 1024.0, rss_last / 1024.0, rss_peak / 1024.0, growth);
+  bool metrics_bounded = true;
+  if (hostile) {
+    metrics_bounded = metrics_warm > 0 && metrics_end > 0 &&
+                      metrics_end <= metrics_warm * 3 / 2 + 64 * 1024;
+    std::printf("  /metrics: end of warm-up %.1f KiB, end %.1f KiB (%s)\n", metrics_warm / 1024.0,
+                metrics_end / 1024.0, metrics_bounded ? "bounded" : "GREW");
+  }
   const bool pass = !crashed && healthy_at_end && exit_code == 0 && wrong_answers == 0 &&
-                    total_unexpected == 0;
+                    total_unexpected == 0 && metrics_bounded;
   std::printf("soak: %s\n", pass ? "PASS" : "FAIL");
   return pass ? 0 : 1;
 }

@@ -226,6 +226,7 @@ absl::StatusOr<PromptProfile> ParsePromptProfile(const std::string& name) {
     if (major == 0 && minor == 3) {
       if (patch >= 13) return PromptProfile::kColPaliEngine0313;
       if (patch >= 11) return PromptProfile::kColPaliEngine0311;
+      if (patch >= 7) return PromptProfile::kColPaliEngine037;
       if (patch >= 4) return PromptProfile::kColPaliEngine034;
       return PromptProfile::kColPaliEngine030;
     }
@@ -241,6 +242,7 @@ std::string PromptProfileName(PromptProfile profile) {
     case PromptProfile::kTransformers: return "transformers";
     case PromptProfile::kColPaliEngine030: return "colpali-engine-0.3.0";
     case PromptProfile::kColPaliEngine034: return "colpali-engine-0.3.4";
+    case PromptProfile::kColPaliEngine037: return "colpali-engine-0.3.7";
     case PromptProfile::kColPaliEngine0311: return "colpali-engine-0.3.11";
     case PromptProfile::kColPaliEngine0313: return "colpali-engine-0.3.13";
   }
@@ -271,10 +273,13 @@ void ApplyPromptProfile(PromptProfile profile, ColPaliConfig* config) {
       p.page_bos_count = 1;
       break;
     case PromptProfile::kColPaliEngine034:
+    case PromptProfile::kColPaliEngine037:
+      // Same strings; 0.3.7 - 0.3.10 pin transformers 4.47 - 4.51, whose PaliGemmaProcessor
+      // adds a <bos> after the expanded <image>s in front of the text's own.
       p.visual_prompt_prefix = "Describe the image.";
       p.query_prefix = "Query: ";
       p.query_newline = true;
-      p.page_bos_count = 1;
+      p.page_bos_count = profile == PromptProfile::kColPaliEngine037 ? 2 : 1;
       break;
     case PromptProfile::kColPaliEngine0311:
     case PromptProfile::kColPaliEngine0313:

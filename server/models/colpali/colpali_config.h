@@ -52,7 +52,8 @@ struct PreprocessConfig {
 enum class PromptProfile {
   kTransformers,      // transformers' ColPaliProcessor
   kColPaliEngine030,  // colpali-engine 0.3.0 - 0.3.3
-  kColPaliEngine034,  // colpali-engine 0.3.4 - 0.3.10
+  kColPaliEngine034,  // colpali-engine 0.3.4 - 0.3.6 (transformers 4.46)
+  kColPaliEngine037,  // colpali-engine 0.3.7 - 0.3.10 (transformers 4.47 - 4.51: page <bos> doubled)
   kColPaliEngine0311, // colpali-engine 0.3.11 - 0.3.12
   kColPaliEngine0313, // colpali-engine 0.3.13 and later
 };
@@ -61,7 +62,8 @@ enum class PromptProfile {
 // any release from 0.3.0 on (mapped to the construction that release uses). INVALID_ARGUMENT
 // listing the accepted spellings otherwise.
 absl::StatusOr<PromptProfile> ParsePromptProfile(const std::string& name);
-// The canonical spelling: "transformers", "colpali-engine-0.3.0", "-0.3.4", "-0.3.11", "-0.3.13".
+// The canonical spelling: "transformers", "colpali-engine-0.3.0", "-0.3.4", "-0.3.7", "-0.3.11",
+// "-0.3.13".
 std::string PromptProfileName(PromptProfile profile);
 
 struct PromptConfig {
