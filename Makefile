@@ -15,7 +15,7 @@ export PKG_CONFIG_PATH := $(BREW)/opt/icu4c@78/lib/pkgconfig:$(BREW)/opt/openssl
 endif
 FUZZ_SECONDS ?= 20
 
-.PHONY: run test deps build configure lint clean fuzz test-asan test-tsan ci
+.PHONY: run test deps build configure lint clean fuzz test-asan test-tsan ci docker-check
 
 run: build
 	@echo "embedserve: serving the project's tiny demo model (random weights, 32-d; pass MODEL=NAME=DIR for a real one)"
@@ -62,6 +62,14 @@ test-tsan: deps
 	cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DEMBEDSERVE_SANITIZER=thread -DEMBEDSERVE_BUILD_BENCHMARKS=OFF
 	cmake --build build-tsan -j $(JOBS) --target pipeline_tests
 	TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:suppressions=$(CURDIR)/tests/sanitizers/tsan.supp build-tsan/tests/server/pipeline_tests
+
+# The images of docker/ (Dockerfile, Dockerfile.client) built without a Docker engine
+# (debootstrap + buildah) and run: served from the image, called from the host and the client
+# image, checked against this build's server (see scripts/docker-check). Not in CI: the
+# first run compiles the server inside the image, about an hour on 2 cores.
+docker-check: configure
+	cmake --build $(BUILD) -j $(JOBS) --target embedserve
+	scripts/docker-check $(BUILD)/server/embedserve
 
 lint: deps
 	cd proto && ../$(BUILD)/tools/node_modules/.bin/buf lint

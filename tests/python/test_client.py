@@ -845,14 +845,30 @@ def requests_total(metrics_port, method, model):
     return counts
 
 
-def counted_since(metrics_port, method, model, before, total):
-    """The calls counted since `before` once there are `total` of them (a call is counted
-    when gRPC is done with it, an instant after its client has the answer)."""
+def settled_total(metrics_port, method, model):
+    """requests_total once it stops moving: a call is counted when gRPC is done with it, an
+    instant after its client has the answer, so the last calls made may not be in yet."""
+    last = requests_total(metrics_port, method, model)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        now = requests_total(metrics_port, method, model)
+        if now == last:
+            return now
+        last = now
+    return last
+
+
+def counted_since(metrics_port, method, model, before, total, code=None):
+    """The calls counted since `before` once there are `total` of them (of status `code`
+    when given; a call is counted when gRPC is done with it, an instant after its client has
+    the answer)."""
     deadline = time.monotonic() + 30
     while True:
         now = requests_total(metrics_port, method, model)
         delta = {k: v - before.get(k, 0) for k, v in now.items() if v != before.get(k, 0)}
-        if sum(delta.values()) >= total or time.monotonic() > deadline:
+        seen = delta.get(code, 0) if code else sum(delta.values())
+        if seen >= total or time.monotonic() > deadline:
             return delta
         time.sleep(0.02)
 
@@ -880,7 +896,7 @@ def test_failures_a_retry_cannot_fix_are_tried_once_and_counted_as_they_ended(tm
         with embedserve.Client(s.unix_target, timeout=30) as c:
             # 8 vectors do not fit in 1024 bytes. The server used to send it 4 times, log 4 OK
             # answers that never arrived, and the client saw gRPC's "Sent message larger than max".
-            before = requests_total(port, "Embed", MODEL)
+            before = settled_total(port, "Embed", MODEL)
             with pytest.raises(EmbedServeError) as err:
                 c.embed_texts(MODEL, ["a"] * 8)
             assert err.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -890,7 +906,7 @@ def test_failures_a_retry_cannot_fix_are_tried_once_and_counted_as_they_ended(tm
             assert c.embed_texts(MODEL, ["a"]).shape == (1, DIM)
             # A model that failed to load stays failed: one attempt, not four.
             assert c.model("broken").state == "failed"
-            before = requests_total(port, "Embed", "broken")
+            before = settled_total(port, "Embed", "broken")
             with pytest.raises(EmbedServeError) as err:
                 c.embed_texts("broken", ["a"])
             assert err.value.code == grpc.StatusCode.UNAVAILABLE
@@ -924,13 +940,14 @@ def test_a_full_queue_is_retried_until_there_is_room(metered):
     seen_full = False
     try:
         for _ in range(10):
-            before = requests_total(metered.metrics_port, "Embed", MODEL)
+            before = settled_total(metered.metrics_port, "Embed", MODEL)
             with futures.ThreadPoolExecutor(n) as pool:
                 results = [r for rs in pool.map(work, range(n)) for r in rs]
             for p, r in results:
                 assert not isinstance(r, EmbedServeError), r
                 np.testing.assert_allclose(r, reference[p], atol=1e-5)
-            counted = counted_since(metered.metrics_port, "Embed", MODEL, before, len(results))
+            counted = counted_since(metered.metrics_port, "Embed", MODEL, before, len(results),
+                                    code="OK")
             assert counted.get("OK") == len(results)
             if counted.get("RESOURCE_EXHAUSTED", 0) > 0:
                 seen_full = True
@@ -964,7 +981,7 @@ answered = [next(s).id for s in streams]
 print(" ".join(answered), flush=True)
 os.kill(os.getpid(), signal.SIGKILL)
 '''
-    before = requests_total(metered.metrics_port, "EmbedStream", "")
+    before = settled_total(metered.metrics_port, "EmbedStream", "")
     res = subprocess.run([sys.executable, "-c", child, metered.unix_target, MODEL, str(n)],
                          capture_output=True, text=True, timeout=120, env=dict(os.environ))
     assert res.returncode == -9, res.stderr
