@@ -35,6 +35,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "benchmarks/bench_util.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
@@ -45,24 +46,13 @@
 
 namespace {
 
+using embedserve::bench::Percentile;
+using embedserve::bench::ReadFile;
+
 namespace fs = std::filesystem;
 namespace v1 = embedserve::v1;
 using embedserve::client::Client;
 using Clock = std::chrono::steady_clock;
-
-double Percentile(std::vector<double> v, double p) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  const size_t i = std::min(v.size() - 1, static_cast<size_t>(p * (v.size() - 1) + 0.5));
-  return v[i];
-}
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 // A metric's value from the server's /metrics page: the line that starts with `series`
 // (name and labels); 0 if absent.

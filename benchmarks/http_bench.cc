@@ -23,20 +23,16 @@
 #include <httplib.h>
 #include <nlohmann/json.hpp>
 
+#include "benchmarks/bench_util.h"
 #include "client/embedserve_client.h"
 #include "tests/server/server_process.h"
 
 namespace {
 
+using embedserve::bench::Percentile;
+using embedserve::bench::Median;
+
 using Clock = std::chrono::steady_clock;
-
-double Percentile(std::vector<double> v, double p) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  return v[std::min(v.size() - 1, static_cast<size_t>(p * (v.size() - 1) + 0.5))];
-}
-
-double Median(std::vector<double> v) { return Percentile(std::move(v), 0.5); }
 
 struct Round {
   double texts_per_s = 0;

@@ -29,6 +29,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "benchmarks/bench_util.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -39,22 +40,11 @@
 
 namespace {
 
+using embedserve::bench::Percentile;
+using embedserve::bench::ReadFile;
+
 using embedserve::client::Client;
 namespace v1 = embedserve::v1;
-
-double Percentile(std::vector<double> v, double p) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  const size_t i = std::min(v.size() - 1, static_cast<size_t>(p * (v.size() - 1) + 0.5));
-  return v[i];
-}
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 // Scrapes http://127.0.0.1:port/metrics for embedserve_batch_size buckets of `modality`.
 std::string BatchSizeDistribution(int port, const std::string& modality);

@@ -41,21 +41,18 @@
 #include <CLI/CLI.hpp>
 #include <grpcpp/grpcpp.h>
 
+#include "benchmarks/bench_util.h"
 #include "client/embedserve_client.h"
 #include "tests/server/server_process.h"
 
 namespace {
 
+using embedserve::bench::ReadFile;
+using embedserve::bench::Percentile;
+
 using embedserve::client::Client;
 using Clock = std::chrono::steady_clock;
 namespace v1 = embedserve::v1;
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 // VmRSS of `pid` in KiB, or -1 if the process is gone.
 long RssKib(pid_t pid) {
@@ -76,12 +73,6 @@ bool Alive(pid_t pid) {
   if (paren == std::string::npos || paren + 2 >= content.size()) return false;
   const char state = content[paren + 2];
   return state != 'Z' && state != 'X';
-}
-
-double Percentile(std::vector<double> v, double p) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  return v[std::min(v.size() - 1, static_cast<size_t>(p * (v.size() - 1) + 0.5))];
 }
 
 enum Kind {
