@@ -48,6 +48,7 @@
 #include <nlohmann/json.hpp>
 
 #include "benchmarks/bench_util.h"
+#include "benchmarks/json_lines_child.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -60,6 +61,7 @@
 
 namespace {
 
+using embedserve::bench::JsonLinesChild;
 using embedserve::bench::Seconds;
 using embedserve::bench::Percentile;
 using embedserve::bench::Median;
@@ -100,67 +102,6 @@ double Metric(const std::string& page, const std::string& series) {
   }
   return 0;
 }
-
-// The Python peer as a child process: its stdin takes one command per line and its stdout
-// answers one JSON object per line (python_peer_server.py --control-stdin); EOF ends it.
-class Peer {
- public:
-  explicit Peer(const std::vector<std::string>& argv) {
-    int to_child[2], from_child[2];
-    if (pipe2(to_child, O_CLOEXEC) != 0 || pipe2(from_child, O_CLOEXEC) != 0) {
-      throw std::runtime_error(absl::StrCat("pipe2: ", std::strerror(errno)));
-    }
-    pid_ = fork();
-    if (pid_ == 0) {
-      dup2(to_child[0], 0);  // dup2 clears close-on-exec on 0 and 1
-      dup2(from_child[1], 1);
-      std::vector<char*> args;
-      for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-      args.push_back(nullptr);
-      execv(args[0], args.data());
-      _exit(127);
-    }
-    close(to_child[0]);
-    close(from_child[1]);
-    in_ = fdopen(to_child[1], "w");
-    out_ = fdopen(from_child[0], "r");
-  }
-  ~Peer() {
-    if (in_ != nullptr) fclose(in_);  // EOF: it stops its server and exits
-    if (out_ != nullptr) fclose(out_);
-    if (pid_ <= 0) return;
-    for (int i = 0; i < 600; ++i) {  // 30 s, then SIGKILL
-      if (waitpid(pid_, nullptr, WNOHANG) == pid_) return;
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    kill(pid_, SIGKILL);
-    waitpid(pid_, nullptr, 0);
-  }
-  pid_t pid() const { return pid_; }
-
-  // The next JSON line; throws if the peer exited.
-  json Read() {
-    char* line = nullptr;
-    size_t capacity = 0;
-    const ssize_t n = getline(&line, &capacity, out_);
-    std::string text = n > 0 ? std::string(line, n) : "";
-    std::free(line);
-    if (n <= 0) throw std::runtime_error("the Python peer exited (see its stderr above)");
-    json reply = json::parse(text);
-    if (reply.contains("error")) throw std::runtime_error("peer: " + reply["error"].get<std::string>());
-    return reply;
-  }
-  json Command(const std::string& command) {
-    std::fprintf(in_, "%s\n", command.c_str());
-    std::fflush(in_);
-    return Read();
-  }
-
- private:
-  pid_t pid_ = -1;
-  FILE* in_ = nullptr;
-  FILE* out_ = nullptr;
-};
 
 // Removes a temporary directory however the run ends.
 struct TempDir {
@@ -317,11 +258,14 @@ bool RunRegime(const std::string& regime, const Options& o) {
   // Both servers load at once.
   t0 = Clock::now();
   const std::string peer_socket = temp.path + "/peer.sock";
-  Peer peer({o.python, std::string(EMBEDSERVE_SOURCE_DIR) + "/benchmarks/python_peer_server.py",
-             "--model-dir", model_dir, "--name", "bench", "--listen", "unix:" + peer_socket,
-             "--control-stdin", "--torch-threads", std::to_string(o.peer_torch_threads),
-             "--max-batch", std::to_string(o.peer_max_batch), "--max-wait-ms",
-             absl::StrCat(o.peer_max_wait_ms), "--grpc-threads", std::to_string(o.concurrency)});
+  // The Python peer: its stdin takes commands (mode, stats, inprocess), its stdout answers.
+  JsonLinesChild peer(
+      {o.python, std::string(EMBEDSERVE_SOURCE_DIR) + "/benchmarks/python_peer_server.py",
+       "--model-dir", model_dir, "--name", "bench", "--listen", "unix:" + peer_socket,
+       "--control-stdin", "--torch-threads", std::to_string(o.peer_torch_threads), "--max-batch",
+       std::to_string(o.peer_max_batch), "--max-wait-ms", absl::StrCat(o.peer_max_wait_ms),
+       "--grpc-threads", std::to_string(o.concurrency)},
+      "the Python peer");
   const int metrics_port = embedserve::testing::FreeTcpPort();
   std::vector<std::string> args = {"--model", "bench=" + model_dir, "--metrics-listen",
                                    absl::StrCat("127.0.0.1:", metrics_port), "--no-access-log"};

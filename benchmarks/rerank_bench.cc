@@ -46,6 +46,7 @@
 #include <nlohmann/json.hpp>
 
 #include "benchmarks/bench_util.h"
+#include "benchmarks/json_lines_child.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -58,6 +59,7 @@
 
 namespace {
 
+using embedserve::bench::JsonLinesChild;
 using embedserve::bench::Seconds;
 using embedserve::bench::Percentile;
 using embedserve::bench::Median;
@@ -112,59 +114,6 @@ double PairFlops(const ce::CrossEncoderConfig& c, int tokens) {
   return c.num_hidden_layers * (2 * l * per_token_weights + 4 * l * l * h) +
          2 * (h * h + h * c.num_labels);
 }
-
-// The baseline as a child process speaking one JSON object per line over pipes.
-class Baseline {
- public:
-  Baseline(const std::vector<std::string>& argv) {
-    int to_child[2], from_child[2];
-    if (pipe2(to_child, O_CLOEXEC) != 0 || pipe2(from_child, O_CLOEXEC) != 0) {
-      std::perror("pipe2");
-      std::exit(1);
-    }
-    pid_ = fork();
-    if (pid_ == 0) {
-      dup2(to_child[0], 0);  // dup2 clears close-on-exec on 0 and 1
-      dup2(from_child[1], 1);
-      std::vector<char*> args;
-      for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-      args.push_back(nullptr);
-      execv(args[0], args.data());
-      _exit(127);
-    }
-    close(to_child[0]);
-    close(from_child[1]);
-    in_ = fdopen(to_child[1], "w");
-    out_ = fdopen(from_child[0], "r");
-  }
-  ~Baseline() {
-    if (in_ != nullptr) fclose(in_);  // EOF ends it
-    if (out_ != nullptr) fclose(out_);
-    if (pid_ > 0) waitpid(pid_, nullptr, 0);
-  }
-  pid_t pid() const { return pid_; }
-
-  // Next JSON line from the child; throws if the child died.
-  json Read() {
-    char* line = nullptr;
-    size_t capacity = 0;
-    const ssize_t n = getline(&line, &capacity, out_);
-    std::string text = n > 0 ? std::string(line, n) : "";
-    std::free(line);
-    if (n <= 0) throw std::runtime_error("the PyTorch baseline exited (see its stderr above)");
-    return json::parse(text);
-  }
-  json Command(const std::string& command) {
-    std::fprintf(in_, "%s\n", command.c_str());
-    std::fflush(in_);
-    return Read();
-  }
-
- private:
-  pid_t pid_ = -1;
-  FILE* in_ = nullptr;
-  FILE* out_ = nullptr;
-};
 
 // Removes the temporary directory however main returns.
 struct TempDir {
@@ -320,9 +269,11 @@ int Run(int argc, char** argv) {
     std::ofstream(pairs_path) << j.dump();
   }
   t0 = Clock::now();
-  Baseline baseline({python, baseline_script, "--model-dir", model_dir, "--pairs", pairs_path,
-                     "--threads", std::to_string(baseline_threads), "--batch",
-                     std::to_string(baseline_batch)});
+  // The baseline: its stdin takes commands (warmup, ceiling, round), its stdout answers.
+  JsonLinesChild baseline({python, baseline_script, "--model-dir", model_dir, "--pairs",
+                           pairs_path, "--threads", std::to_string(baseline_threads), "--batch",
+                           std::to_string(baseline_batch)},
+                          "the PyTorch baseline");
   const int metrics_port = embedserve::testing::FreeTcpPort();
   std::vector<std::string> args = {"--model", "reranker=" + model_dir, "--metrics-listen",
                                    "127.0.0.1:" + std::to_string(metrics_port), "--no-access-log"};
