@@ -113,10 +113,26 @@ check("--auth-token-file" in args, "plist: TCP without a bearer token")
 plist_drain = int(args[args.index("--drain-timeout-s") + 1])
 check(plist["ExitTimeOut"] > plist_drain, "plist: ExitTimeOut <= the drain deadline")
 
-# Dockerfiles build with the script CI runs.
+# Dockerfiles build from the packages CI installs: their build stages install the build
+# subset of scripts/install-deps (the whole script also fetches test tools from npm), so every
+# Debian package they name must be in its list, and the lists cannot drift apart unseen.
+deps_text = open(os.path.join(root, "scripts/install-deps")).read()
+deps_block = re.search(r"^packages=\((.*?)^\)", deps_text, re.S | re.M).group(1)
+ci_packages = {w for line in deps_block.splitlines() for w in line.split("#")[0].split()}
+# Fetching tools and CUDA's own repository, which CI does not need.
+not_from_ci = {"ca-certificates", "curl", "unzip", "gnupg"}
 for dockerfile in ("Dockerfile", "Dockerfile.cuda"):
     text = open(os.path.join(root, "docker", dockerfile)).read()
-    check("scripts/install-deps" in text, f"{dockerfile}: does not use scripts/install-deps")
+    build_stage = text.split(" AS build", 1)[1].split("\nFROM ", 1)[0]
+    installed = set()
+    for command in re.findall(r"apt-get install (.*?)(?:&&|$)", build_stage.replace("\\\n", " "), re.M):
+        installed |= {w for w in command.split() if not w.startswith("-")}
+    check("build-essential" in installed, f"{dockerfile}: its build stage installs no toolchain")
+    for package in sorted(installed - not_from_ci):
+        if "${CUDA_TOOLKIT}" in package:
+            continue
+        check(package in ci_packages,
+              f"{dockerfile}: builds with {package}, which scripts/install-deps does not install")
     check(re.search(r"^USER\s+\S+", text, re.M) is not None, f"{dockerfile}: runs as root")
 
 if failures:
