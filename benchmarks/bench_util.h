@@ -1,13 +1,19 @@
 // Small helpers the benchmarks share: order statistics of timings, elapsed seconds, reading a
-// file whole.
+// file whole, a metric from a /metrics page, a temporary directory removed at scope exit.
 #pragma once
 
 #include <algorithm>
 #include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
 #include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/string_view.h"
 
 namespace embedserve::bench {
 
@@ -39,5 +45,24 @@ inline std::string ReadFile(const std::string& path) {
   s << in.rdbuf();
   return s.str();
 }
+
+// A metric's value from a /metrics page: the line that starts with `series` (name and
+// labels); 0 if absent.
+inline double Metric(const std::string& page, const std::string& series) {
+  for (absl::string_view line : absl::StrSplit(page, '\n')) {
+    if (!absl::StartsWith(line, series + " ")) continue;
+    double value = 0;
+    if (absl::SimpleAtod(line.substr(series.size() + 1), &value)) return value;
+  }
+  return 0;
+}
+
+// Removes a temporary directory however the run ends.
+struct TempDir {
+  std::string path;
+  ~TempDir() {
+    if (!path.empty()) std::filesystem::remove_all(path);
+  }
+};
 
 }  // namespace embedserve::bench

@@ -46,6 +46,7 @@
 
 namespace {
 
+using embedserve::bench::Metric;
 using embedserve::bench::Percentile;
 using embedserve::bench::ReadFile;
 
@@ -53,17 +54,6 @@ namespace fs = std::filesystem;
 namespace v1 = embedserve::v1;
 using embedserve::client::Client;
 using Clock = std::chrono::steady_clock;
-
-// A metric's value from the server's /metrics page: the line that starts with `series`
-// (name and labels); 0 if absent.
-double Metric(const std::string& page, const std::string& series) {
-  for (absl::string_view line : absl::StrSplit(page, '\n')) {
-    if (!absl::StartsWith(line, series + " ")) continue;
-    double value = 0;
-    if (absl::SimpleAtod(line.substr(series.size() + 1), &value)) return value;
-  }
-  return 0;
-}
 
 // What one class of callers (one model) did in one phase.
 struct Load {

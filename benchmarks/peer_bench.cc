@@ -63,7 +63,9 @@ namespace {
 
 using embedserve::bench::JsonLinesChild;
 using embedserve::bench::Seconds;
+using embedserve::bench::Metric;
 using embedserve::bench::Percentile;
+using embedserve::bench::TempDir;
 using embedserve::bench::Median;
 using embedserve::bench::ReadFile;
 
@@ -92,24 +94,6 @@ std::string LoadAverage() {
   std::ifstream("/proc/loadavg") >> a >> b >> c;
   return a + " " + b + " " + c;
 }
-
-// A metric's value from a /metrics page: the line starting with `series` (name and labels).
-double Metric(const std::string& page, const std::string& series) {
-  for (absl::string_view line : absl::StrSplit(page, '\n')) {
-    if (!absl::StartsWith(line, series + " ")) continue;
-    double value = 0;
-    if (absl::SimpleAtod(line.substr(series.size() + 1), &value)) return value;
-  }
-  return 0;
-}
-
-// Removes a temporary directory however the run ends.
-struct TempDir {
-  std::string path;
-  ~TempDir() {
-    if (!path.empty()) fs::remove_all(path);
-  }
-};
 
 // What one closed-loop load phase measured.
 struct Load {

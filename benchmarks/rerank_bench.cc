@@ -62,6 +62,7 @@ namespace {
 using embedserve::bench::JsonLinesChild;
 using embedserve::bench::Seconds;
 using embedserve::bench::Percentile;
+using embedserve::bench::TempDir;
 using embedserve::bench::Median;
 
 using embedserve::client::Client;
@@ -114,14 +115,6 @@ double PairFlops(const ce::CrossEncoderConfig& c, int tokens) {
   return c.num_hidden_layers * (2 * l * per_token_weights + 4 * l * l * h) +
          2 * (h * h + h * c.num_labels);
 }
-
-// Removes the temporary directory however main returns.
-struct TempDir {
-  std::string path;
-  ~TempDir() {
-    if (!path.empty()) std::filesystem::remove_all(path);
-  }
-};
 
 struct Call {
   std::string query;
