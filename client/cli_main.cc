@@ -74,6 +74,11 @@ int Run(int argc, char** argv) {
       ->envname("EMBEDSERVE_TARGET")->capture_default_str();
   app.add_option("--timeout", timeout_s, "Deadline per call, seconds")->capture_default_str();
   app.add_flag("--json", as_json, "Machine-readable output: one JSON object per line");
+  std::string priority_name;
+  app.add_option("--priority", priority_name,
+                 "Scheduling class of embed, rerank and classify calls: bulk, normal or "
+                 "interactive (default: the server's, normal)")
+      ->envname("EMBEDSERVE_PRIORITY")->check(CLI::IsMember({"bulk", "normal", "interactive"}));
   bool wait_for_ready = false;
   app.add_flag("--wait-for-ready", wait_for_ready,
                "Wait (until --timeout) for a server that is starting or restarting, instead of "
@@ -238,9 +243,14 @@ int Run(int argc, char** argv) {
     std::cout << (as_json ? out.dump() : out.dump(1)) << "\n";
     return response->failed_size() == 0 ? 0 : 1;
   }
+  v1::Priority priority = v1::PRIORITY_UNSPECIFIED;
+  if (priority_name == "bulk") priority = v1::PRIORITY_BULK;
+  if (priority_name == "normal") priority = v1::PRIORITY_NORMAL;
+  if (priority_name == "interactive") priority = v1::PRIORITY_INTERACTIVE;
   if (embed->parsed()) {
     v1::EmbedRequest request;
     request.set_model(model);
+    request.mutable_options()->set_priority(priority);
     if (no_normalize) request.mutable_options()->set_normalize(false);
     if (dtype == "float16") request.mutable_options()->set_dtype(v1::DTYPE_FLOAT16);
     if (dtype == "bfloat16") request.mutable_options()->set_dtype(v1::DTYPE_BFLOAT16);
@@ -269,6 +279,7 @@ int Run(int argc, char** argv) {
   if (rerank->parsed()) {
     v1::RerankRequest request;
     request.set_model(model);
+    request.set_priority(priority);
     if (!query_image.empty()) {
       absl::StatusOr<std::string> bytes = ReadFile(query_image);
       if (!bytes.ok()) return Fail(bytes.status());
@@ -296,6 +307,7 @@ int Run(int argc, char** argv) {
   if (classify->parsed()) {
     v1::ClassifyRequest request;
     request.set_model(model);
+    request.set_priority(priority);
     for (const std::string& label : labels) request.add_labels(label);
     request.set_prompt_template(prompt_template);
     absl::Status added = AddInputs(inputs, request.mutable_inputs());

@@ -65,6 +65,8 @@ struct Flags {
   int max_queue_delay_us = 2000;
   double batch_wait_fraction = 0.25;
   double time_slice_ms = 50;
+  double priority_aging_ms = 1000;
+  double priority_hold_ms = 1000;
   int queue_capacity = 1024;
   int max_batch_tokens = 8192;
   int max_message_bytes = 64 << 20;
@@ -193,6 +195,14 @@ int Run(int argc, char** argv) {
                  "While models share the device, each batch is sized to run within this "
                  "(forwards cannot be interrupted); 0: full batches, shared by forward time only")
       ->envname("EMBEDSERVE_TIME_SLICE_MS")->check(CLI::Range(0.0, 60000.0))->capture_default_str();
+  app.add_option("--priority-aging-ms", f.priority_aging_ms,
+                 "A lower priority class (bulk < normal < interactive) whose batch is ready but "
+                 "has not been served for this long goes first, so it never starves")
+      ->envname("EMBEDSERVE_PRIORITY_AGING_MS")->check(CLI::Range(1.0, 3600000.0))->capture_default_str();
+  app.add_option("--priority-hold-ms", f.priority_hold_ms,
+                 "For this long after a higher priority class last ran, lower classes' batches "
+                 "are sized to its forward time, so its next call waits little")
+      ->envname("EMBEDSERVE_PRIORITY_HOLD_MS")->check(CLI::Range(0.0, 3600000.0))->capture_default_str();
   app.add_option("--drain-timeout-s", f.drain_timeout_s, "On SIGTERM/SIGINT, how long in-flight calls may finish")
       ->envname("EMBEDSERVE_DRAIN_TIMEOUT_S")->check(CLI::Range(0.0, 3600.0))->capture_default_str();
   app.add_flag("--reflection,!--no-reflection", f.reflection, "Serve gRPC server reflection")
@@ -312,6 +322,10 @@ int Run(int argc, char** argv) {
       ? f.preprocess_threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   options.preprocess_queue = f.preprocess_queue;
   options.executor.time_slice = absl::Microseconds(static_cast<int64_t>(f.time_slice_ms * 1000));
+  options.executor.priority_aging =
+      absl::Microseconds(static_cast<int64_t>(f.priority_aging_ms * 1000));
+  options.executor.priority_hold =
+      absl::Microseconds(static_cast<int64_t>(f.priority_hold_ms * 1000));
   options.image_limits.max_pixels = f.max_image_pixels;
   options.image_limits.max_bytes = f.max_image_bytes;
   options.image_limits.jpeg = f.image_decode == "fast" ? image::JpegDecode::kFastDownscale : image::JpegDecode::kExact;

@@ -73,7 +73,8 @@ struct Gateway::Routes {
   const pipeline::Pipeline* pipeline = nullptr;
 
   // The caller's identity, as gRPC's gate reads it: the bearer token, and the client id
-  // (its x-embedserve-client header, else "http:IP:PORT"). Non-ASCII values are refused.
+  // (its x-embedserve-client header, else "http:IP:PORT"); and its priority class
+  // (X-Embedserve-Priority). Non-ASCII values are refused.
   absl::Status Prepare(const httplib::Request& request, grpc::ClientContext* context) const {
     const std::string authorization = request.get_header_value("Authorization");
     if (!authorization.empty()) {
@@ -88,6 +89,15 @@ struct Gateway::Routes {
       client = absl::StrCat("http:", request.remote_addr, ":", request.remote_port);
     }
     context->AddMetadata("x-embedserve-client", client);
+    // The priority class travels as gRPC's metadata; the server checks its value.
+    const std::string priority = request.get_header_value("X-Embedserve-Priority");
+    if (!priority.empty()) {
+      if (!PrintableAscii(priority)) {
+        return absl::InvalidArgumentError(
+            "X-Embedserve-Priority: not printable ASCII; use bulk, normal or interactive");
+      }
+      context->AddMetadata("embedserve-priority", priority);
+    }
     return absl::OkStatus();
   }
 

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <deque>
 #include <limits>
@@ -39,7 +40,7 @@ struct BatchPolicy {
   int oom_recovery_batches = 16;
 };
 
-// An item waiting for the device: input `index` of `call`.
+// An item waiting for the device: input `index` of `call` (its class is the call's priority).
 struct QueuedItem {
   std::shared_ptr<EmbedCall> call;
   int index = 0;
@@ -48,8 +49,11 @@ struct QueuedItem {
 };
 
 // Not thread-safe: the device executor guards every BatchQueue with its own mutex.
-// Batches keep arrival order for similar costs; texts of similar length are grouped (the
-// oldest item always goes first, so nothing starves).
+// Items wait by priority class; a batch holds items of one class. Within a class, batches
+// keep arrival order for similar costs and texts of similar length are grouped (the oldest
+// item always goes first, so nothing starves within a class; the executor keeps lower
+// classes from starving). The interactive class's batch is ready as soon as it has an item:
+// it never waits for a batch to fill.
 class BatchQueue {
  public:
   explicit BatchQueue(BatchPolicy policy)
@@ -60,8 +64,13 @@ class BatchQueue {
   // out-of-memory forward. Clamped to [1, policy().max_batch_size].
   int effective_max_batch_size() const { return effective_max_batch_size_; }
   void set_effective_max_batch_size(int n);
-  int size() const { return static_cast<int>(items_.size()); }
-  bool empty() const { return items_.empty(); }
+  int size() const { return size_; }
+  bool empty() const { return size_ == 0; }
+  int size(Priority priority) const { return static_cast<int>(Of(priority).size()); }
+  // The highest class with an item waiting; kBulk when empty.
+  Priority TopPriority() const;
+  // When the oldest item of `priority` was queued (InfiniteFuture() if none).
+  absl::Time OldestQueued(Priority priority) const;
 
   // False (and nothing queued) when the queue is at capacity.
   bool Push(QueuedItem item);
@@ -73,21 +82,37 @@ class BatchQueue {
   // How long the queue's last forward took (launch to outputs), for incoming_wait_fraction.
   void set_last_forward(absl::Duration d) { last_forward_ = d; }
 
-  // When the head batch is ready: InfinitePast() if now, InfiniteFuture() if empty.
+  // When `priority`'s batch is ready: InfinitePast() if now, InfiniteFuture() if it has no
+  // items.
+  absl::Time ReadyAt(Priority priority) const;
+  // The earliest of every class's.
   absl::Time ReadyAt() const;
 
-  // Takes the next batch, of at most min(effective_max_batch_size(), max_items) items (at
-  // least one). Items whose call is finished or past its deadline at `now` are removed and
-  // returned in `skipped` instead (they must not cost compute).
+  // Takes `priority`'s next batch, of at most min(effective_max_batch_size(), max_items)
+  // items (at least one, if it has any). Items of any class whose call is finished or past
+  // its deadline at `now` are removed and returned in `skipped` instead (they must not cost
+  // compute).
   std::vector<QueuedItem> TakeBatch(absl::Time now, std::vector<QueuedItem>* skipped,
-                                    int max_items = std::numeric_limits<int>::max());
+                                    int max_items, Priority priority);
+  // The same for the highest class with an item.
+  std::vector<QueuedItem> TakeBatch(absl::Time now, std::vector<QueuedItem>* skipped,
+                                    int max_items = std::numeric_limits<int>::max()) {
+    return TakeBatch(now, skipped, max_items, TopPriority());
+  }
 
  private:
-  bool FullBatchWaiting() const;
+  static int ClassOf(const QueuedItem& item) {
+    return static_cast<int>(item.call->priority());
+  }
+  const std::deque<QueuedItem>& Of(Priority priority) const {
+    return items_[static_cast<int>(priority)];
+  }
+  bool FullBatchWaiting(int priority) const;
 
   const BatchPolicy policy_;
-  std::deque<QueuedItem> items_;
-  int64_t total_cost_ = 0;
+  std::array<std::deque<QueuedItem>, kPriorityCount> items_;
+  std::array<int64_t, kPriorityCount> total_cost_ = {};
+  int size_ = 0;
   int effective_max_batch_size_;
   int incoming_ = 0;
   absl::Duration last_forward_ = absl::ZeroDuration();

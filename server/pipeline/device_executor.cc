@@ -58,9 +58,14 @@ struct DeviceExecutor::Queue {
   absl::Duration finish_tag = absl::ZeroDuration();
   absl::Duration per_item = absl::ZeroDuration();
   absl::Time last_taken = absl::InfinitePast();
+  // Priority aging (guarded by mu_): when each class last took a batch from this lane.
+  std::array<absl::Time, kPriorityCount> class_served = {
+      absl::InfinitePast(), absl::InfinitePast(), absl::InfinitePast()};
 };
 
-DeviceExecutor::DeviceExecutor(ExecutorOptions options) : options_(std::move(options)) {}
+DeviceExecutor::DeviceExecutor(ExecutorOptions options) : options_(std::move(options)) {
+  class_last_taken_.fill(absl::InfinitePast());
+}
 DeviceExecutor::~DeviceExecutor() { Stop(); }
 
 int DeviceExecutor::AddQueue(std::shared_ptr<models::Model> model, const std::string& model_name,
@@ -155,6 +160,7 @@ void DeviceExecutor::RunLoop() {
   std::optional<Launched> in_flight;
   while (true) {
     Queue* chosen = nullptr;
+    Priority priority = Priority::kNormal;
     std::function<void()> task;
     std::vector<std::unique_ptr<Queue>> retired;
     std::vector<QueuedItem> batch;
@@ -181,7 +187,7 @@ void DeviceExecutor::RunLoop() {
           tasks_.pop_front();
           break;
         }
-        chosen = PickLane(now, &wake, &any_items);
+        chosen = PickLane(now, &wake, &any_items, &priority);
         if (chosen != nullptr) break;
         // Nothing to launch: finish the batch on the device rather than sleep.
         if (in_flight) {
@@ -207,8 +213,11 @@ void DeviceExecutor::RunLoop() {
       }
       if (chosen != nullptr) {
         const absl::Time now = options_.clock();
-        batch = chosen->items.TakeBatch(now, &skipped, BatchLimit(*chosen, now));
+        batch = chosen->items.TakeBatch(now, &skipped, BatchLimit(*chosen, priority, now),
+                                        priority);
         chosen->last_taken = now;
+        chosen->class_served[static_cast<int>(priority)] = now;
+        class_last_taken_[static_cast<int>(priority)] = now;
         if (!batch.empty()) ++chosen->in_flight;
       }
     }
@@ -226,7 +235,7 @@ void DeviceExecutor::RunLoop() {
     chosen->skipped->Add(skipped.size());
     for (QueuedItem& item : skipped) item.call->Cancel();
     if (batch.empty()) continue;
-    Launched launched = Launch(*chosen, std::move(batch));
+    Launched launched = Launch(*chosen, priority, std::move(batch));
     if (in_flight) {
       Finish(*std::move(in_flight));
       in_flight.reset();
@@ -240,10 +249,15 @@ void DeviceExecutor::RunLoop() {
 }
 
 DeviceExecutor::Queue* DeviceExecutor::PickLane(absl::Time now, absl::Time* wake,
-                                                bool* any_items) {
-  Queue* best = nullptr;
-  int best_id = -1;
-  absl::Duration best_start;
+                                                bool* any_items, Priority* priority) {
+  // Which classes of which lanes have a ready batch, and the highest of them anywhere.
+  struct Ready {
+    int id;
+    Queue* queue;
+    std::array<bool, kPriorityCount> ready;
+  };
+  std::vector<Ready> lanes;
+  int top = -1;
   // Lanes in round-robin order after the one served last, so the first of equal tags wins.
   auto it = queues_.upper_bound(last_served_);
   for (size_t k = 0; k < queues_.size(); ++k, ++it) {
@@ -251,16 +265,54 @@ DeviceExecutor::Queue* DeviceExecutor::PickLane(absl::Time now, absl::Time* wake
     Queue& q = *it->second;
     if (q.items.empty()) continue;
     *any_items = true;
-    const absl::Time ready = q.items.ReadyAt();
-    // While stopping, flush without waiting for batches to fill.
-    if (ready > now && !stopping_) {
-      *wake = std::min(*wake, ready);
-      continue;
+    Ready lane{it->first, &q, {}};
+    bool any_ready = false;
+    for (int c = 0; c < kPriorityCount; ++c) {
+      const absl::Time ready = q.items.ReadyAt(static_cast<Priority>(c));
+      if (ready == absl::InfiniteFuture()) continue;  // no items of this class
+      // While stopping, flush without waiting for batches to fill.
+      if (ready > now && !stopping_) {
+        *wake = std::min(*wake, ready);
+        continue;
+      }
+      lane.ready[c] = any_ready = true;
+      top = std::max(top, c);
+    }
+    if (any_ready) lanes.push_back(lane);
+  }
+  // Each lane's candidate: its highest ready class, or a lower-than-top class that went
+  // unserved for priority_aging (the most starved); ranked by class, aged ones above all.
+  Queue* best = nullptr;
+  int best_id = -1;
+  int best_rank = -1;
+  Priority best_class = Priority::kNormal;
+  absl::Duration best_start;
+  for (const Ready& lane : lanes) {
+    const Queue& q = *lane.queue;
+    int rank = -1;
+    Priority cls = Priority::kNormal;
+    absl::Duration most_starved = options_.priority_aging;
+    for (int c = kPriorityCount - 1; c >= 0; --c) {
+      if (!lane.ready[c]) continue;
+      if (rank < 0) {
+        rank = c;
+        cls = static_cast<Priority>(c);
+      }
+      if (c >= top) continue;
+      const absl::Duration starved =
+          now - std::max(q.class_served[c], q.items.OldestQueued(static_cast<Priority>(c)));
+      if (starved >= most_starved) {
+        most_starved = starved;
+        rank = kPriorityCount;
+        cls = static_cast<Priority>(c);
+      }
     }
     const absl::Duration start = std::max(q.finish_tag, virtual_clock_);
-    if (best == nullptr || start < best_start) {
-      best = &q;
-      best_id = it->first;
+    if (best == nullptr || rank > best_rank || (rank == best_rank && start < best_start)) {
+      best = lane.queue;
+      best_id = lane.id;
+      best_rank = rank;
+      best_class = cls;
       best_start = start;
     }
   }
@@ -268,13 +320,30 @@ DeviceExecutor::Queue* DeviceExecutor::PickLane(absl::Time now, absl::Time* wake
     last_served_ = best_id;
     virtual_clock_ = best_start;
     best->finish_tag = best_start;  // the forward's duration is added when it finishes
+    *priority = best_class;
   }
   return best;
 }
 
-int DeviceExecutor::BatchLimit(const Queue& queue, absl::Time now) const {
+int DeviceExecutor::BatchLimit(const Queue& queue, Priority priority, absl::Time now) const {
   const int full = queue.items.effective_max_batch_size();
-  if (options_.time_slice <= absl::ZeroDuration()) return full;  // no slice: full batches
+  auto items_fitting = [&](absl::Duration budget) {
+    if (queue.per_item <= absl::ZeroDuration() || budget <= absl::ZeroDuration()) {
+      return 1;  // not measured yet: one item
+    }
+    return static_cast<int>(std::clamp<int64_t>(budget / queue.per_item, 1, full));
+  };
+  int limit = full;
+  // The priority slice: a higher class is active somewhere.
+  for (int c = static_cast<int>(priority) + 1; c < kPriorityCount; ++c) {
+    bool active = now - class_last_taken_[c] < options_.priority_hold;
+    for (const auto& [id, other] : queues_) {
+      if (active) break;
+      active = other->items.size(static_cast<Priority>(c)) > 0;
+    }
+    if (active) limit = std::min(limit, items_fitting(class_forward_[c]));
+  }
+  if (options_.time_slice <= absl::ZeroDuration()) return limit;  // no time slice
   bool competing = false;
   for (const auto& [id, other] : queues_) {
     if (other.get() == &queue) continue;
@@ -284,15 +353,15 @@ int DeviceExecutor::BatchLimit(const Queue& queue, absl::Time now) const {
       break;
     }
   }
-  if (!competing) return full;
-  if (queue.per_item <= absl::ZeroDuration()) return 1;  // not measured yet: one item
-  return static_cast<int>(
-      std::clamp<int64_t>(options_.time_slice / queue.per_item, 1, full));
+  if (!competing) return limit;
+  return std::min(limit, items_fitting(options_.time_slice));
 }
 
-DeviceExecutor::Launched DeviceExecutor::Launch(Queue& queue, std::vector<QueuedItem> batch) {
+DeviceExecutor::Launched DeviceExecutor::Launch(Queue& queue, Priority priority,
+                                                std::vector<QueuedItem> batch) {
   Launched launched;
   launched.queue = &queue;
+  launched.priority = priority;
   launched.start = options_.clock();
   for (QueuedItem& item : batch) {
     item.call->NoteQueueTime(launched.start - item.enqueued);
@@ -326,6 +395,7 @@ void DeviceExecutor::Finish(Launched launched) {
     queue.items.set_last_forward(inference);
     queue.finish_tag += inference;
     queue.per_item = inference / static_cast<int64_t>(batch.size());
+    class_forward_[static_cast<int>(launched.priority)] = inference;
   }
   if (outputs.ok() && outputs->size() != batch.size()) {
     outputs = absl::InternalError(absl::StrCat("the model returned ", outputs->size(),

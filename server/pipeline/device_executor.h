@@ -18,8 +18,21 @@
 //   took a batch within the last slice) a lane's batch holds only as many items as its last
 //   measured time per item fits in ExecutorOptions::time_slice (at least one; one item until
 //   a forward of it was measured). Alone on the device a lane takes full batches.
+//
+// Priority classes (bulk < normal < interactive; EmbedCall::priority):
+// - A batch holds items of one class. Among ready batches a higher class goes first, in any
+//   lane; lanes of equal class share by device time as above.
+// - Aging: a lower class whose batch is ready but that has not been served for
+//   ExecutorOptions::priority_aging (counted from its last batch or its oldest item's
+//   arrival, whichever is later) goes before every class, so bulk work always progresses.
+// - While a higher class is active (has items waiting, or took a batch within
+//   ExecutorOptions::priority_hold), a lower class's batch holds only as many items as fit,
+//   at the lane's measured time per item, in the higher class's last forward: a query that
+//   arrives while bulk work is on the device waits about one query forward, not one full
+//   bulk batch.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -45,6 +58,10 @@ struct ExecutorOptions {
   // While lanes compete, the longest forward a lane's batch is sized for (see the header);
   // zero: no slice (lanes take full batches, shared by forward time only).
   absl::Duration time_slice = absl::Milliseconds(50);
+  // How long a lower priority class may go unserved while its batch is ready.
+  absl::Duration priority_aging = absl::Seconds(1);
+  // How long after a higher class last took a batch lower classes keep their batches short.
+  absl::Duration priority_hold = absl::Seconds(1);
   // The clock forwards are timed with and batches are made ready by (tests use a fake one).
   std::function<absl::Time()> clock = [] { return absl::Now(); };
 };
@@ -99,19 +116,20 @@ class DeviceExecutor {
   // A batch handed to the model whose outputs have not been collected yet.
   struct Launched {
     Queue* queue = nullptr;
+    Priority priority = Priority::kNormal;
     std::vector<QueuedItem> batch;
     std::unique_ptr<models::PendingBatch> pending;
     absl::Time start;
   };
 
   void RunLoop();
-  // With mu_ held: the ready lane whose batch starts earliest in device time (see the
-  // header), or null if none is ready; lowers `*wake` to when a waiting lane becomes ready.
-  Queue* PickLane(absl::Time now, absl::Time* wake, bool* any_items);
-  // With mu_ held: the most items `queue`'s next batch may hold (the time slice while other
-  // lanes compete).
-  int BatchLimit(const Queue& queue, absl::Time now) const;
-  Launched Launch(Queue& queue, std::vector<QueuedItem> batch);
+  // With mu_ held: the ready lane and class to serve next (see the header), or null if none
+  // is ready; lowers `*wake` to when a waiting batch becomes ready.
+  Queue* PickLane(absl::Time now, absl::Time* wake, bool* any_items, Priority* priority);
+  // With mu_ held: the most items `queue`'s next batch of `priority` may hold (the time slice
+  // while other lanes compete, the priority slice while a higher class is active).
+  int BatchLimit(const Queue& queue, Priority priority, absl::Time now) const;
+  Launched Launch(Queue& queue, Priority priority, std::vector<QueuedItem> batch);
   void Finish(Launched launched);
 
   // std::mutex rather than absl::Mutex: ThreadSanitizer cannot see through Debian's
@@ -126,6 +144,10 @@ class DeviceExecutor {
   // The start tag of the latest batch taken: device time, never decreasing.
   absl::Duration virtual_clock_ ABSL_GUARDED_BY(mu_) = absl::ZeroDuration();
   std::deque<std::function<void()>> tasks_ ABSL_GUARDED_BY(mu_);
+  // Per priority class, over every lane: when it last took a batch, and its last forward's
+  // duration (zero until measured).
+  std::array<absl::Time, kPriorityCount> class_last_taken_ ABSL_GUARDED_BY(mu_);
+  std::array<absl::Duration, kPriorityCount> class_forward_ ABSL_GUARDED_BY(mu_) = {};
   std::thread thread_;
 };
 

@@ -15,6 +15,15 @@ void StoreMax(std::atomic<int64_t>& target, int64_t value) {
 
 }  // namespace
 
+const char* PriorityName(Priority priority) {
+  switch (priority) {
+    case Priority::kBulk: return "bulk";
+    case Priority::kNormal: return "normal";
+    case Priority::kInteractive: return "interactive";
+  }
+  return "normal";
+}
+
 EmbedCall::EmbedCall(std::vector<CallInput> inputs, bool truncate, absl::Time deadline,
                      Done done)
     : inputs_(std::move(inputs)),

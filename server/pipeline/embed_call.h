@@ -20,6 +20,13 @@ namespace embedserve::pipeline {
 
 using models::Modality;
 
+// A call's scheduling class. Higher classes are prepared and batched first; a lower class
+// that has waited too long still gets device time (see DeviceExecutor).
+enum class Priority { kBulk = 0, kNormal = 1, kInteractive = 2 };
+inline constexpr int kPriorityCount = 3;
+// "bulk", "normal", "interactive".
+const char* PriorityName(Priority priority);
+
 struct CallInput {
   Modality modality = Modality::kText;
   std::string data;   // UTF-8 text, a pair's query, or encoded image bytes (owned: the call
@@ -50,6 +57,9 @@ class EmbedCall {
   bool truncate() const { return truncate_; }
   absl::Time deadline() const { return deadline_; }
   absl::Time created() const { return created_; }
+  // Set before Submit (the pipeline reads it from other threads afterwards).
+  void set_priority(Priority priority) { priority_ = priority; }
+  Priority priority() const { return priority_; }
 
   // Prepared inputs (set by the preprocessing stage, read by the executor).
   models::TextInput& text(int i) { return texts_[i]; }
@@ -81,6 +91,7 @@ class EmbedCall {
   const bool truncate_;
   const absl::Time deadline_;
   const absl::Time created_;
+  Priority priority_ = Priority::kNormal;
   std::vector<models::TextInput> texts_;
   std::vector<models::ImageInput> images_;
   std::vector<models::Embedding> results_;

@@ -180,8 +180,10 @@ absl::StatusOr<ModelSnapshot> Pipeline::Snapshot(absl::string_view name) const {
 }
 
 void Pipeline::Start() {
-  if (!pool_) pool_ = std::make_unique<ThreadPool>(options_.preprocess_threads,
-                                                   options_.preprocess_queue);
+  if (!pool_) {
+    pool_ = std::make_unique<ThreadPool>(options_.preprocess_threads, options_.preprocess_queue,
+                                         options_.executor.priority_aging);
+  }
   executor_.Start();
 }
 
@@ -285,7 +287,8 @@ void Pipeline::Submit(std::shared_ptr<ServingModel> model, std::shared_ptr<Embed
   for (int i = 0; i < call->size(); ++i) ++announced[queue_of(i)];
   for (const auto& [queue, n] : announced) executor_.AddIncoming(queue, n);
   for (int i = 0; i < call->size(); ++i) {
-    if (!pool_ || !pool_->TrySchedule([this, model, call, i] { Prepare(*model, call, i); })) {
+    if (!pool_ || !pool_->TrySchedule([this, model, call, i] { Prepare(*model, call, i); },
+                                      static_cast<int>(call->priority()))) {
       for (int j = i; j < call->size(); ++j) executor_.AddIncoming(queue_of(j), -1);
       call->Fail(absl::ResourceExhaustedError(absl::StrCat(
           "the preprocessing queue is full (", options_.preprocess_queue,

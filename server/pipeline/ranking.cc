@@ -57,6 +57,7 @@ void RerankPairs(Pipeline& pipeline, std::shared_ptr<ServingModel> model, Rerank
         outcome.timings = c.timings();
         done(std::move(outcome));
       });
+  call->set_priority(request.priority);
   attach(call);
   pipeline.Submit(std::move(model), call);
 }
@@ -126,6 +127,7 @@ void Rerank(Pipeline& pipeline, std::shared_ptr<ServingModel> model, RerankReque
         }
         score(c.timings());
       });
+  call->set_priority(request.priority);
   attach(call);
   pipeline.Submit(std::move(model), call);
 }
@@ -171,6 +173,7 @@ void Classify(Pipeline& pipeline, std::shared_ptr<ServingModel> model, ClassifyR
         outcome.timings = c.timings();
         done(std::move(outcome));
       });
+  call->set_priority(request.priority);
   attach(call);
   pipeline.Submit(std::move(model), call);
 }

@@ -39,6 +39,7 @@ struct RerankRequest {
   int top_k = 0;         // 0: every candidate
   bool truncate = true;  // false: a text over the model's limit is INVALID_ARGUMENT
   bool sigmoid = false;  // pairs only: scores through the logistic sigmoid
+  Priority priority = Priority::kNormal;
 };
 
 struct RankedCandidate {
@@ -68,6 +69,7 @@ void Rerank(Pipeline& pipeline, std::shared_ptr<ServingModel> model, RerankReque
 struct ClassifyRequest {
   std::vector<CallInput> inputs;
   std::vector<std::string> label_prompts;
+  Priority priority = Priority::kNormal;
 };
 
 struct LabelScore {

@@ -16,6 +16,7 @@
 #include "common/status.h"
 #include "common/tensor_codec.h"
 #include "server/pipeline/ranking.h"
+#include "server/rpc/priority.h"
 #include "server/rpc/request_codec.h"
 #include "server/rpc/request_parsing.h"
 #include "server/rpc/request_validation.h"
@@ -316,6 +317,12 @@ class EmbedStreamReactor
       CompleteSlot(slot, fits, nullptr, nullptr, {});
       return;
     }
+    absl::StatusOr<pipeline::Priority> priority =
+        PriorityOf(request_.options().priority(), "options.priority", *context_);
+    if (!priority.ok()) {
+      CompleteSlot(slot, priority.status(), nullptr, nullptr, {});
+      return;
+    }
     ModelRef entry = *found;
     auto call = std::make_shared<EmbedCall>(
         std::move(valid->inputs), valid->options.truncate, DeadlineOf(context_),
@@ -327,6 +334,7 @@ class EmbedStreamReactor
       slot->call = call;
       submitting_ = true;  // no new read until this message is handed over
     }
+    call->set_priority(*priority);
     pipeline_->Submit(entry, call);
     Step(/*end_submit=*/true);
   }
@@ -437,6 +445,9 @@ grpc::ServerUnaryReactor* EmbedServiceImpl::Embed(grpc::CallbackServerContext* c
       !fits.ok()) {
     return reactor->FinishNow(fits);
   }
+  absl::StatusOr<pipeline::Priority> priority =
+      PriorityOf(request->options().priority(), "options.priority", *context);
+  if (!priority.ok()) return reactor->FinishNow(priority.status());
   auto call = std::make_shared<EmbedCall>(
       std::move(valid->inputs), valid->options.truncate, DeadlineOf(context),
       [reactor = reactor, response, model = model, opts = valid->options](
@@ -451,6 +462,7 @@ grpc::ServerUnaryReactor* EmbedServiceImpl::Embed(grpc::CallbackServerContext* c
         reactor->FinishWith(absl::OkStatus());
       });
   reactor->Attach(call);
+  call->set_priority(*priority);
   pipeline_->Submit(model, call);
   return reactor;
 }
@@ -470,6 +482,10 @@ grpc::ServerUnaryReactor* EmbedServiceImpl::Rerank(grpc::CallbackServerContext* 
   v1::RerankResponse* response = reactor->response();
   absl::StatusOr<pipeline::RerankRequest> valid = ValidateRerank(Target(*model), *request, limits_);
   if (!valid.ok()) return reactor->FinishNow(valid.status());
+  absl::StatusOr<pipeline::Priority> priority =
+      PriorityOf(request->priority(), "priority", *context);
+  if (!priority.ok()) return reactor->FinishNow(priority.status());
+  valid->priority = *priority;
   pipeline::Rerank(
       *pipeline_, model, *std::move(valid), DeadlineOf(context), AttachTo(reactor),
       [reactor = reactor, response, model = model](absl::StatusOr<pipeline::RerankOutcome> outcome) {
@@ -502,6 +518,10 @@ grpc::ServerUnaryReactor* EmbedServiceImpl::Classify(grpc::CallbackServerContext
   absl::StatusOr<pipeline::ClassifyRequest> valid =
       ValidateClassify(Target(*model), *request, limits_);
   if (!valid.ok()) return reactor->FinishNow(valid.status());
+  absl::StatusOr<pipeline::Priority> priority =
+      PriorityOf(request->priority(), "priority", *context);
+  if (!priority.ok()) return reactor->FinishNow(priority.status());
+  valid->priority = *priority;
   pipeline::Classify(
       *pipeline_, model, *std::move(valid), DeadlineOf(context), AttachTo(reactor),
       [reactor = reactor, response, model = model,

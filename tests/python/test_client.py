@@ -377,6 +377,92 @@ class ScriptedServer:
         gc.collect()
 
 
+class PriorityRecorder:
+    """An in-process gRPC server that records the priority each Embed, Rerank and Classify
+    request carries (and answers with nothing)."""
+
+    def __init__(self):
+        self.seen = []
+        ep = embed_pb2
+
+        def record(priority, response):
+            self.seen.append(ep.Priority.Name(priority))
+            return response
+
+        handler = grpc.method_handlers_generic_handler("embedserve.v1.EmbedService", {
+            "Embed": grpc.unary_unary_rpc_method_handler(
+                lambda r, ctx: record(r.options.priority, ep.EmbedResponse()),
+                ep.EmbedRequest.FromString, ep.EmbedResponse.SerializeToString),
+            "Rerank": grpc.unary_unary_rpc_method_handler(
+                lambda r, ctx: record(r.priority, ep.RerankResponse()),
+                ep.RerankRequest.FromString, ep.RerankResponse.SerializeToString),
+            "Classify": grpc.unary_unary_rpc_method_handler(
+                lambda r, ctx: record(r.priority, ep.ClassifyResponse()),
+                ep.ClassifyRequest.FromString, ep.ClassifyResponse.SerializeToString)})
+        self.server = grpc.server(futures.ThreadPoolExecutor(2), handlers=[handler])
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.server.start()
+        self.target = "127.0.0.1:%d" % self.port
+
+    def stop(self):
+        self.server.stop(0).wait()  # see ScriptedServer.stop
+        self.server = None
+        gc.collect()
+
+
+def test_priority_per_call_and_per_client_sync_and_async():
+    recorder = PriorityRecorder()
+    try:
+        with embedserve.Client(recorder.target) as c:
+            c.embed_texts("m", ["a"])
+            c.embed_texts("m", ["a"], priority="interactive")
+            c.embed_images("m", [b"x"], priority="bulk")
+            c.rerank("m", "q", ["a"], priority="normal")
+            c.classify("m", [b"x"], ["a", "b"], priority="interactive")
+        with embedserve.Client(recorder.target, priority="bulk") as c:
+            c.embed("m", ["a"])
+            c.embed("m", ["a"], priority="interactive")  # the call's own wins
+
+        async def run():
+            async with embedserve.AsyncClient(recorder.target, priority="interactive") as ac:
+                await ac.embed_texts("m", ["a"])
+                await ac.rerank("m", "q", ["a"], priority="bulk")
+        asyncio.run(run())
+        assert recorder.seen == [
+            "PRIORITY_UNSPECIFIED", "PRIORITY_INTERACTIVE", "PRIORITY_BULK", "PRIORITY_NORMAL",
+            "PRIORITY_INTERACTIVE", "PRIORITY_BULK", "PRIORITY_INTERACTIVE",
+            "PRIORITY_INTERACTIVE", "PRIORITY_BULK"]
+        with pytest.raises(ValueError, match="priority"):
+            embedserve.Client(recorder.target, priority="urgent")
+        with embedserve.Client(recorder.target) as c:
+            with pytest.raises(ValueError, match="urgent"):
+                c.embed_texts("m", ["a"], priority="urgent")
+    finally:
+        recorder.stop()
+
+
+def test_priority_reaches_the_server_and_leaves_the_answer_unchanged(ready):
+    texts = ["a photo of a dog", "a red car"]
+    plain = ready.embed_texts(MODEL, texts)
+    for priority in ("bulk", "normal", "interactive"):
+        # Batches may form differently (an interactive item never waits for a batch to fill),
+        # which moves float32 sums by an ulp or so, never more.
+        np.testing.assert_allclose(ready.embed_texts(MODEL, texts, priority=priority), plain,
+                                   rtol=0, atol=1e-6)
+    # The server checks the metadata form, which this client never sends.
+    with grpc.insecure_channel(ready.target) as ch:
+        call = ch.unary_unary("/embedserve.v1.EmbedService/Embed",
+                              request_serializer=embed_pb2.EmbedRequest.SerializeToString,
+                              response_deserializer=embed_pb2.EmbedResponse.FromString)
+        request = embed_pb2.EmbedRequest(model=MODEL, inputs=[types_pb2.Input(text="a")])
+        assert len(call(request, metadata=(("embedserve-priority", "bulk"),),
+                        timeout=30).embeddings) == 1
+        with pytest.raises(grpc.RpcError) as err:
+            call(request, metadata=(("embedserve-priority", "soon"),), timeout=30)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "embedserve-priority" in err.value.details()
+
+
 def test_retries_with_backoff_and_metadata():
     RE, UN = grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE
     # RESOURCE_EXHAUSTED as the server sends backpressure: with its retry advice.

@@ -210,6 +210,72 @@ TEST_CASE("every kind of bad input gets its status, and the server keeps serving
     CHECK(stream->Finish().ok());
   }
 
+  SECTION("priority: the request field, else the metadata; a bad value of either is named") {
+    auto embed = [&](std::function<void(v1::EmbedRequest&)> build, const char* metadata,
+                     v1::EmbedResponse* response) {
+      v1::EmbedRequest request;
+      request.set_model("demo");
+      request.add_inputs()->set_text("a diagram of a bicycle");
+      build(request);
+      grpc::ClientContext context;
+      context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+      if (metadata != nullptr) context.AddMetadata("embedserve-priority", metadata);
+      return client->embed_stub().Embed(&context, request, response);
+    };
+    v1::EmbedResponse plain, interactive, bulk, field_wins;
+    REQUIRE(embed([](auto&) {}, nullptr, &plain).ok());
+    REQUIRE(embed([](auto& r) { r.mutable_options()->set_priority(v1::PRIORITY_INTERACTIVE); },
+                  nullptr, &interactive).ok());
+    REQUIRE(embed([](auto&) {}, "Bulk", &bulk).ok());  // case-insensitive
+    // A field that is set wins: the metadata is not read.
+    REQUIRE(embed([](auto& r) { r.mutable_options()->set_priority(v1::PRIORITY_BULK); },
+                  "urgent", &field_wins).ok());
+    // The class changes when a call runs, never what it computes.
+    for (const v1::EmbedResponse* other : {&interactive, &bulk, &field_wins}) {
+      REQUIRE(other->embeddings_size() == 1);
+      const auto& got = other->embeddings(0).vector().values();
+      const auto& want = plain.embeddings(0).vector().values();
+      CHECK(std::vector<float>(got.begin(), got.end()) ==
+            std::vector<float>(want.begin(), want.end()));
+      CHECK(!want.empty());
+    }
+    v1::EmbedResponse unused;
+    grpc::Status bad_metadata = embed([](auto&) {}, "urgent", &unused);
+    CHECK(bad_metadata.error_code() == grpc::StatusCode::INVALID_ARGUMENT);
+    CHECK_THAT(bad_metadata.error_message(), Catch::Contains("embedserve-priority"));
+    CHECK_THAT(bad_metadata.error_message(), Catch::Contains("'urgent'"));
+    grpc::Status long_metadata = embed([](auto&) {}, std::string(4000, 'x').c_str(), &unused);
+    CHECK(long_metadata.error_code() == grpc::StatusCode::INVALID_ARGUMENT);
+    CHECK(long_metadata.error_message().size() < 300);  // the value is cut, not echoed whole
+    grpc::Status bad_field = embed(
+        [](auto& r) { r.mutable_options()->set_priority(static_cast<v1::Priority>(42)); },
+        nullptr, &unused);
+    CHECK(bad_field.error_code() == grpc::StatusCode::INVALID_ARGUMENT);
+    CHECK_THAT(bad_field.error_message(), Catch::StartsWith("options.priority: 42"));
+
+    v1::RerankRequest rerank;
+    rerank.set_model("demo");
+    rerank.mutable_query()->set_text("a dog");
+    rerank.add_candidates()->set_text("a cat");
+    rerank.set_priority(v1::PRIORITY_INTERACTIVE);
+    CHECK(client->Rerank(rerank).ok());
+    rerank.set_priority(static_cast<v1::Priority>(7));
+    const absl::Status bad_rerank = client->Rerank(rerank).status();
+    CHECK(bad_rerank.code() == absl::StatusCode::kInvalidArgument);
+    CHECK_THAT(std::string(bad_rerank.message()), Catch::StartsWith("priority: 7"));
+    v1::ClassifyRequest classify;
+    classify.set_model("demo");
+    classify.add_inputs()->set_text("a dog");
+    classify.add_labels("dog");
+    classify.add_labels("cat");
+    classify.set_priority(v1::PRIORITY_BULK);
+    CHECK(client->Classify(classify).ok());
+    classify.set_priority(static_cast<v1::Priority>(-1));
+    const absl::Status bad_classify = client->Classify(classify).status();
+    CHECK(bad_classify.code() == absl::StatusCode::kInvalidArgument);
+    CHECK_THAT(std::string(bad_classify.message()), Catch::StartsWith("priority: -1"));
+  }
+
   SECTION("odd but valid input is answered") {
     v1::EmbedRequest request;
     request.set_model("demo");

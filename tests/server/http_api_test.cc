@@ -232,6 +232,23 @@ TEST_CASE("HTTP routes answer what gRPC answers, over TCP and a unix socket") {
     CHECK_THAT(metrics->body, Catch::Contains("method=\"ListModels\""));
   }
 
+  SECTION("the X-Embedserve-Priority header sets the call's class; a bad one is a 400") {
+    const json interactive = PostJson(http, "/v1/embeddings", {{"model", "demo"}, {"input", texts}},
+                                      200, {{"X-Embedserve-Priority", "interactive"}});
+    REQUIRE(interactive["data"].size() == texts.size());
+    for (size_t i = 0; i < texts.size(); ++i) {
+      CHECK(Close(Floats(interactive["data"][i]["embedding"]), expected_texts[i]));
+    }
+    const json reranked =
+        PostJson(http, "/v1/rerank", {{"model", "demo"}, {"query", "q"}, {"documents", {"a", "b"}}},
+                 200, {{"X-Embedserve-Priority", "bulk"}});
+    CHECK(reranked["results"].size() == 2);
+    const json bad = PostJson(http, "/v1/embeddings", {{"model", "demo"}, {"input", "a"}}, 400,
+                              {{"X-Embedserve-Priority", "urgent"}});
+    CHECK_THAT(bad["error"]["message"].get<std::string>(),
+               Catch::Contains("X-Embedserve-Priority") && Catch::Contains("'urgent'"));
+  }
+
   SECTION("errors are OpenAI error objects with the status of their gRPC code") {
     const json unknown = PostJson(http, "/v1/embeddings", {{"model", "nope"}, {"input", "a"}}, 404);
     CHECK(unknown["error"]["code"] == "not_found");

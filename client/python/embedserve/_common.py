@@ -258,7 +258,8 @@ class ClientOptions:
                  retries: Optional[int] = None, client_id: Optional[str] = None,
                  credentials: Optional[grpc.ChannelCredentials] = None,
                  max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-                 as_numpy: Optional[bool] = None, backoff: Optional[Backoff] = None):
+                 as_numpy: Optional[bool] = None, backoff: Optional[Backoff] = None,
+                 priority: Optional[str] = None):
         self.target = normalize_target(target)
         self.timeout = timeout
         self.token = token
@@ -268,6 +269,12 @@ class ClientOptions:
         self.max_message_bytes = max_message_bytes
         self.as_numpy = as_numpy
         self.backoff = backoff or Backoff()
+        priority_enum(priority)  # a bad name fails here, not at the first call
+        self.priority = priority
+
+    def _priority(self, priority: Optional[str]) -> int:
+        """A call's priority: its own, else the client's, else the server's default."""
+        return priority_enum(priority if priority is not None else self.priority)
 
 def image_bytes(image) -> bytes:
     """An encoded image from bytes, a path (str or os.PathLike), a file object, a PIL image or
@@ -333,11 +340,25 @@ def dtype_enum(dtype) -> int:
         raise ValueError("dtype must be float32, float16 or bfloat16, not %r" % (dtype,))
 
 
+PRIORITIES = ("bulk", "normal", "interactive")
+
+
+def priority_enum(priority: Optional[str]) -> int:
+    """"bulk", "normal" or "interactive" -> the request field; None leaves it unset (the
+    server then uses the embedserve-priority metadata, else normal)."""
+    if priority is None:
+        return embed_pb2.PRIORITY_UNSPECIFIED
+    if priority not in PRIORITIES:
+        raise ValueError("priority must be one of %s, not %r" % (", ".join(PRIORITIES), priority))
+    return embed_pb2.Priority.Value("PRIORITY_" + priority.upper())
+
+
 def truncation(truncate: bool) -> int:
     return embed_pb2.TRUNCATION_END if truncate else embed_pb2.TRUNCATION_ERROR
 
 
-def embed_request(model, inputs, normalize, dtype, truncate, strings_are):
+def embed_request(model, inputs, normalize, dtype, truncate, strings_are,
+                  priority=embed_pb2.PRIORITY_UNSPECIFIED):
     if isinstance(inputs, (str, bytes)):
         raise TypeError("give a list of inputs, not a single %s" % type(inputs).__name__)
     inputs = list(inputs)
@@ -345,13 +366,15 @@ def embed_request(model, inputs, normalize, dtype, truncate, strings_are):
         model=model, inputs=[to_input(i, strings_are) for i in inputs],
         options=embed_pb2.EmbedOptions(normalize=normalize, dtype=dtype_enum(dtype),
                                        encoding=embed_pb2.ENCODING_PACKED,
-                                       truncation=truncation(truncate)))
+                                       truncation=truncation(truncate),
+                                       priority=priority))
 
 
-def rerank_request(model, query, candidates, top_k, truncate, sigmoid=None):
+def rerank_request(model, query, candidates, top_k, truncate, sigmoid=None,
+                   priority=embed_pb2.PRIORITY_UNSPECIFIED):
     req = embed_pb2.RerankRequest(model=model, query=to_input(query),
                                   candidates=[to_input(c) for c in candidates],
-                                  truncation=truncation(truncate))
+                                  truncation=truncation(truncate), priority=priority)
     if top_k is not None:
         req.top_k = top_k
     if sigmoid is not None:
@@ -359,10 +382,12 @@ def rerank_request(model, query, candidates, top_k, truncate, sigmoid=None):
     return req
 
 
-def classify_request(model, images, labels, prompt_template):
+def classify_request(model, images, labels, prompt_template,
+                     priority=embed_pb2.PRIORITY_UNSPECIFIED):
     return embed_pb2.ClassifyRequest(model=model,
                                      inputs=[to_input(i, "path") for i in images],
-                                     labels=list(labels), prompt_template=prompt_template or "")
+                                     labels=list(labels), prompt_template=prompt_template or "",
+                                     priority=priority)
 
 
 def tokenize_request(model, texts, truncate):

@@ -19,7 +19,7 @@ class AsyncClient(c.ClientOptions):
 
     def __init__(self, target: str, *args, **options):
         """`options`: see embedserve._common.ClientOptions (timeout, token, retries,
-        client_id, credentials, max_message_bytes, as_numpy, backoff)."""
+        client_id, credentials, max_message_bytes, as_numpy, backoff, priority: "bulk", "normal" or "interactive" for every call unless a call says otherwise)."""
         super().__init__(target, *args, **options)
         self._channel = None
         self._owner = None  # (pid, loop) the channel belongs to
@@ -76,32 +76,42 @@ class AsyncClient(c.ClientOptions):
 
     async def embed(self, model: str, inputs: Sequence[Any], normalize: bool = True,
                     dtype: Any = "float32", truncate: bool = True,
-                    timeout: Optional[float] = None):
-        req = c.embed_request(model, inputs, normalize, dtype, truncate, "text")
+                    timeout: Optional[float] = None,
+                    priority: Optional[str] = None):
+        req = c.embed_request(model, inputs, normalize, dtype, truncate, "text",
+                              self._priority(priority))
         return c.embeddings_result(await self.call(c.EMBED, req, timeout), self.as_numpy)
 
     async def embed_texts(self, model: str, texts: Sequence[str], normalize: bool = True,
                           dtype: Any = "float32", truncate: bool = True,
-                          timeout: Optional[float] = None):
-        req = c.embed_request(model, texts, normalize, dtype, truncate, "text")
+                          timeout: Optional[float] = None,
+                          priority: Optional[str] = None):
+        req = c.embed_request(model, texts, normalize, dtype, truncate, "text",
+                              self._priority(priority))
         return c.embeddings_result(await self.call(c.EMBED, req, timeout), self.as_numpy)
 
     async def embed_images(self, model: str, images: Sequence[Any], normalize: bool = True,
-                           dtype: Any = "float32", timeout: Optional[float] = None):
-        req = c.embed_request(model, images, normalize, dtype, True, "path")
+                           dtype: Any = "float32", timeout: Optional[float] = None,
+                           priority: Optional[str] = None):
+        req = c.embed_request(model, images, normalize, dtype, True, "path",
+                              self._priority(priority))
         return c.embeddings_result(await self.call(c.EMBED, req, timeout), self.as_numpy)
 
     async def rerank(self, model: str, query: Any, candidates: Sequence[Any],
                      top_k: Optional[int] = None, truncate: bool = True,
                      timeout: Optional[float] = None,
-                     sigmoid: Optional[bool] = None) -> List[c.RerankResult]:
-        req = c.rerank_request(model, query, list(candidates), top_k, truncate, sigmoid)
+                     sigmoid: Optional[bool] = None,
+                     priority: Optional[str] = None) -> List[c.RerankResult]:
+        req = c.rerank_request(model, query, list(candidates), top_k, truncate, sigmoid,
+                               self._priority(priority))
         return c.rerank_result(await self.call(c.RERANK, req, timeout))
 
     async def classify(self, model: str, images: Sequence[Any], labels: Sequence[str],
                        prompt_template: Optional[str] = None,
-                       timeout: Optional[float] = None) -> List[List[c.LabelScore]]:
-        req = c.classify_request(model, list(images), labels, prompt_template)
+                       timeout: Optional[float] = None,
+                       priority: Optional[str] = None) -> List[List[c.LabelScore]]:
+        req = c.classify_request(model, list(images), labels, prompt_template,
+                                 self._priority(priority))
         return c.classify_result(await self.call(c.CLASSIFY, req, timeout))
 
     async def tokenize(self, model: str, texts: Sequence[str], truncate: bool = True,

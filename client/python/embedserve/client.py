@@ -59,7 +59,7 @@ class Client(c.ClientOptions):
 
     def __init__(self, target: str, *args, **options):
         """`options`: see embedserve._common.ClientOptions (timeout, token, retries,
-        client_id, credentials, max_message_bytes, as_numpy, backoff)."""
+        client_id, credentials, max_message_bytes, as_numpy, backoff, priority: "bulk", "normal" or "interactive" for every call unless a call says otherwise)."""
         super().__init__(target, *args, **options)
         self._lock = threading.Lock()
         self._pid = None
@@ -149,40 +149,50 @@ class Client(c.ClientOptions):
     # -- the API -------------------------------------------------------------------------
 
     def embed(self, model: str, inputs: Sequence[Any], normalize: bool = True,
-              dtype: Any = "float32", truncate: bool = True, timeout: Optional[float] = None):
+              dtype: Any = "float32", truncate: bool = True, timeout: Optional[float] = None,
+              priority: Optional[str] = None):
         """Mixed inputs: str is a text; bytes, os.PathLike, file objects and PIL images are
         images. Returns [n, dim] (numpy) or one row per input."""
-        req = c.embed_request(model, inputs, normalize, dtype, truncate, "text")
+        req = c.embed_request(model, inputs, normalize, dtype, truncate, "text",
+                              self._priority(priority))
         return c.embeddings_result(self.call(c.EMBED, req, timeout), self.as_numpy)
 
     def embed_texts(self, model: str, texts: Sequence[str], normalize: bool = True,
                     dtype: Any = "float32", truncate: bool = True,
-                    timeout: Optional[float] = None):
+                    timeout: Optional[float] = None,
+                    priority: Optional[str] = None):
         """Texts -> [n, dim] float32 array (float16 for dtype="float16"), or lists."""
-        req = c.embed_request(model, texts, normalize, dtype, truncate, "text")
+        req = c.embed_request(model, texts, normalize, dtype, truncate, "text",
+                              self._priority(priority))
         return c.embeddings_result(self.call(c.EMBED, req, timeout), self.as_numpy)
 
     def embed_images(self, model: str, images: Sequence[Any], normalize: bool = True,
-                     dtype: Any = "float32", timeout: Optional[float] = None):
+                     dtype: Any = "float32", timeout: Optional[float] = None,
+                     priority: Optional[str] = None):
         """Images as encoded bytes, paths (str or os.PathLike), file objects or PIL images."""
-        req = c.embed_request(model, images, normalize, dtype, True, "path")
+        req = c.embed_request(model, images, normalize, dtype, True, "path",
+                              self._priority(priority))
         return c.embeddings_result(self.call(c.EMBED, req, timeout), self.as_numpy)
 
     def rerank(self, model: str, query: Any, candidates: Sequence[Any],
                top_k: Optional[int] = None, truncate: bool = True,
                timeout: Optional[float] = None,
-               sigmoid: Optional[bool] = None) -> List[c.RerankResult]:
+               sigmoid: Optional[bool] = None,
+               priority: Optional[str] = None) -> List[c.RerankResult]:
         """query and candidates: str (text), image (bytes, os.PathLike, PIL) or a vector
         (list of floats, numpy array; [tokens, dim] for multi-vector); texts only for a
         cross-encoder, where sigmoid=True maps its logits into (0, 1). Best first."""
-        req = c.rerank_request(model, query, list(candidates), top_k, truncate, sigmoid)
+        req = c.rerank_request(model, query, list(candidates), top_k, truncate, sigmoid,
+                               self._priority(priority))
         return c.rerank_result(self.call(c.RERANK, req, timeout))
 
     def classify(self, model: str, images: Sequence[Any], labels: Sequence[str],
                  prompt_template: Optional[str] = None,
-                 timeout: Optional[float] = None) -> List[List[c.LabelScore]]:
+                 timeout: Optional[float] = None,
+                 priority: Optional[str] = None) -> List[List[c.LabelScore]]:
         """Zero-shot: per image, every label most probable first."""
-        req = c.classify_request(model, list(images), labels, prompt_template)
+        req = c.classify_request(model, list(images), labels, prompt_template,
+                                 self._priority(priority))
         return c.classify_result(self.call(c.CLASSIFY, req, timeout))
 
     def tokenize(self, model: str, texts: Sequence[str], truncate: bool = True,
