@@ -432,6 +432,22 @@ def test_priority_per_call_and_per_client_sync_and_async():
             "PRIORITY_UNSPECIFIED", "PRIORITY_INTERACTIVE", "PRIORITY_BULK", "PRIORITY_NORMAL",
             "PRIORITY_INTERACTIVE", "PRIORITY_BULK", "PRIORITY_INTERACTIVE",
             "PRIORITY_INTERACTIVE", "PRIORITY_BULK"]
+        # embedserve-cli --priority (and EMBEDSERVE_PRIORITY) on embed, rerank, classify.
+        cli = os.environ["EMBEDSERVE_CLI"]
+        recorder.seen.clear()
+        for args, env in ((["--priority", "interactive", "embed", "-m", "m", "-t", "a"], {}),
+                          (["rerank", "-m", "m", "--query-text", "q", "-t", "a"],
+                           {"EMBEDSERVE_PRIORITY": "bulk"}),
+                          (["--priority", "normal", "classify", "-m", "m", "-t", "a", "-l", "x",
+                            "-l", "y"], {}),
+                          (["embed", "-m", "m", "-t", "a"], {})):
+            subprocess.run([cli, "--target", recorder.target] + args, check=True,
+                           env=dict(os.environ, **env), capture_output=True, timeout=60)
+        assert recorder.seen == ["PRIORITY_INTERACTIVE", "PRIORITY_BULK", "PRIORITY_NORMAL",
+                                 "PRIORITY_UNSPECIFIED"]
+        bad = subprocess.run([cli, "--target", recorder.target, "--priority", "urgent", "embed",
+                              "-m", "m", "-t", "a"], capture_output=True, text=True, timeout=60)
+        assert bad.returncode != 0 and "priority" in bad.stderr
         with pytest.raises(ValueError, match="priority"):
             embedserve.Client(recorder.target, priority="urgent")
         with embedserve.Client(recorder.target) as c:
