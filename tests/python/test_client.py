@@ -16,6 +16,7 @@ import os
 import pathlib
 import pickle
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -285,6 +286,43 @@ def test_errors_raise_embedserve_error_with_the_code(client):
     # Picklable with its code (crosses process boundaries in job queues).
     again = pickle.loads(pickle.dumps(err.value))
     assert again.code == grpc.StatusCode.INVALID_ARGUMENT and again.message == err.value.message
+
+
+def test_text_that_is_not_utf8_leaves_no_unstructured_log_line():
+    """protobuf's own complaint about a string that is not UTF-8 is a debug event, not a
+    free-form stderr line per request (a client could send thousands)."""
+    def run(level):
+        directory = tempfile.mkdtemp(prefix="embedserve-pblog-")
+        target = "unix:" + os.path.join(directory, "s.sock")
+        proc = subprocess.Popen([_servers.BINARY, "--listen", target, "--log-level", level,
+                                 "--model", "%s=%s" % (MODEL, _servers.MODEL_DIR)],
+                                stderr=subprocess.PIPE, text=True)
+        try:
+            with embedserve.Client(target, timeout=30) as c:
+                c.wait_until_serving(timeout=60)
+            inp = types_pb2.Input(text="X").SerializeToString().replace(b"X", b"\xff")
+            raw = (embed_pb2.EmbedRequest(model=MODEL).SerializeToString()
+                   + b"\x12" + bytes([len(inp)]) + inp)
+            with grpc.insecure_channel(target) as ch:
+                call = ch.unary_unary("/embedserve.v1.EmbedService/Embed")
+                for _ in range(3):
+                    with pytest.raises(grpc.RpcError) as err:
+                        call(raw, timeout=30)
+                    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+                    assert err.value.details().startswith("inputs[0].text: not valid UTF-8")
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            _, stderr = proc.communicate(timeout=60)
+            shutil.rmtree(directory, ignore_errors=True)
+        return stderr
+
+    quiet = run("info")
+    assert "libprotobuf" not in quiet and "event=protobuf" not in quiet
+    assert quiet.count("code=INVALID_ARGUMENT") == 3  # the access log has each call
+    debug = run("debug")
+    assert "libprotobuf" not in debug
+    events = [l for l in debug.splitlines() if "event=protobuf" in l]
+    assert len(events) == 3 and all("level=debug" in l and "invalid UTF-8" in l for l in events)
 
 
 def test_invalid_arguments_of_a_ready_model(ready):
