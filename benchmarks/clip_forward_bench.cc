@@ -20,6 +20,7 @@
 #include <CLI/CLI.hpp>
 #include <c10/core/InferenceMode.h>
 
+#include "benchmarks/bench_checkpoint.h"
 #include "server/models/openclip/openclip_config.h"
 #include "server/models/openclip/openclip_model.h"
 #include "server/models/openclip/openclip_random_checkpoint.h"
@@ -182,14 +183,13 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "%s\n", config.status().ToString().c_str());
     return 2;
   }
-  const std::string dir = (fs::temp_directory_path() / ("embedserve-bench-" + architecture)).string();
-  if (!fs::exists(fs::path(dir) / "open_clip_model.safetensors")) {
-    std::printf("writing a random %s checkpoint to %s ...\n", architecture.c_str(), dir.c_str());
-    if (auto s = oc::WriteRandomCheckpoint(*config, dir, "F16", 1); !s.ok()) {
-      std::fprintf(stderr, "%s\n", s.ToString().c_str());
-      return 1;
-    }
+  const absl::StatusOr<std::string> written =
+      embedserve::bench::CachedRandomCheckpoint(*config, architecture);
+  if (!written.ok()) {
+    std::fprintf(stderr, "%s\n", written.status().ToString().c_str());
+    return 1;
   }
+  const std::string& dir = *written;
 
   const std::string images_dir = std::string(EMBEDSERVE_SOURCE_DIR) + "/tests/data/openclip-reference/images/";
   const std::vector<std::string> captions = {

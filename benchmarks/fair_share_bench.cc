@@ -13,9 +13,13 @@
 // layer costs the same), for a machine where one full image forward alone is longer than
 // the cheap model's latency bar.
 //
+// --cheap-priority sends the cheap model's calls in a priority class (interactive: served
+// before the expensive model's normal calls, which then take short batches while it is
+// active), to see what the classes trade between the two.
+//
 //   fair_share_bench [--cheap-callers 56] [--expensive-callers 8] [--seconds 15]
 //                    [--rounds 2] [--architecture ViT-B-32] [--vision-layers 0]
-//                    [--server-arg ARG...]
+//                    [--cheap-priority normal|interactive|bulk] [--server-arg ARG...]
 #include <signal.h>
 #include <unistd.h>
 
@@ -35,6 +39,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "benchmarks/bench_checkpoint.h"
 #include "benchmarks/bench_util.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -159,7 +164,10 @@ int main(int argc, char** argv) {
   std::string architecture = "ViT-B-32";
   int vision_layers = 0;
   std::vector<std::string> server_args;
+  std::string cheap_priority = "normal";
   app.add_option("--cheap-callers", cheap_callers, "Closed-loop callers of the cheap model");
+  app.add_option("--cheap-priority", cheap_priority, "The cheap model's calls' priority class")
+      ->check(CLI::IsMember({"bulk", "normal", "interactive"}));
   app.add_option("--expensive-callers", expensive_callers,
                  "Closed-loop callers of the expensive model");
   app.add_option("--seconds", seconds, "Duration of each phase");
@@ -182,17 +190,13 @@ int main(int argc, char** argv) {
     config->vision.layers = vision_layers;
     expensive_name += "-vision" + std::to_string(vision_layers);
   }
-  const std::string expensive_dir =
-      (fs::temp_directory_path() / ("embedserve-bench-" + expensive_name)).string();
-  if (!fs::exists(fs::path(expensive_dir) / "open_clip_model.safetensors")) {
-    std::printf("writing a random %s checkpoint to %s ...\n", expensive_name.c_str(),
-                expensive_dir.c_str());
-    if (auto s = embedserve::models::openclip::WriteRandomCheckpoint(*config, expensive_dir, "F16", 1);
-        !s.ok()) {
-      std::fprintf(stderr, "%s\n", s.ToString().c_str());
-      return 1;
-    }
+  const absl::StatusOr<std::string> written =
+      embedserve::bench::CachedRandomCheckpoint(*config, expensive_name);
+  if (!written.ok()) {
+    std::fprintf(stderr, "%s\n", written.status().ToString().c_str());
+    return 1;
   }
+  const std::string& expensive_dir = *written;
 
   const int metrics_port = embedserve::testing::FreeTcpPort();
   std::vector<std::string> args = {"--model", "cheap=" + cheap_dir, "--model",
@@ -200,9 +204,11 @@ int main(int argc, char** argv) {
                                    "127.0.0.1:" + std::to_string(metrics_port), "--no-access-log"};
   args.insert(args.end(), server_args.begin(), server_args.end());
   std::printf("server: cheap=%s expensive=%s (random %s); %d cheap callers (1 text), %d expensive "
-              "callers (1 image); %d rounds of 4 phases x %.0f s; %u hardware threads\n",
+              "callers (1 image); cheap calls' priority %s; %d rounds of 4 phases x %.0f s; %u hardware "
+              "threads\n",
               cheap_dir.c_str(), expensive_dir.c_str(), expensive_name.c_str(), cheap_callers,
-              expensive_callers, rounds, seconds, std::max(1u, std::thread::hardware_concurrency()));
+              expensive_callers, cheap_priority.c_str(), rounds, seconds,
+              std::max(1u, std::thread::hardware_concurrency()));
   embedserve::testing::ServerProcess server(args, 600);
   if (!server.healthy()) {
     std::fprintf(stderr, "server did not become healthy\n");
@@ -213,6 +219,10 @@ int main(int argc, char** argv) {
   Caller cheap{"cheap", {}, cheap_callers, "text"};
   cheap.request.set_model("cheap");
   cheap.request.add_inputs()->set_text("a photo of a dog playing in the snow");
+  cheap.request.mutable_options()->set_priority(
+      cheap_priority == "interactive" ? v1::PRIORITY_INTERACTIVE
+      : cheap_priority == "bulk"      ? v1::PRIORITY_BULK
+                                      : v1::PRIORITY_NORMAL);
   Caller expensive{"expensive", {}, expensive_callers, "image"};
   expensive.request.set_model("expensive");
   expensive.request.add_inputs()->set_image(

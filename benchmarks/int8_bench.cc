@@ -26,6 +26,7 @@
 #include <ATen/ATen.h>
 #include <CLI/CLI.hpp>
 
+#include "benchmarks/bench_checkpoint.h"
 #include "server/models/cpu_features.h"
 #include "server/models/openclip/openclip_config.h"
 #include "server/models/openclip/openclip_model.h"
@@ -171,14 +172,8 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   const oc::OpenClipConfig config = OrDie(oc::NamedArchitecture(architecture), "architecture");
-  const std::string dir = (fs::temp_directory_path() / ("embedserve-bench-" + architecture)).string();
-  if (!fs::exists(fs::path(dir) / "open_clip_model.safetensors")) {
-    std::printf("writing a random %s checkpoint to %s ...\n", architecture.c_str(), dir.c_str());
-    if (auto s = oc::WriteRandomCheckpoint(config, dir, "F16", 1); !s.ok()) {
-      std::fprintf(stderr, "%s\n", s.ToString().c_str());
-      return 1;
-    }
-  }
+  const std::string dir = OrDie(embedserve::bench::CachedRandomCheckpoint(config, architecture),
+                                "checkpoint");
   Served fp32 = Load(dir, "float32", threads > 0 ? 1 : 0, threads);
   Served int8 = Load(dir, "int8", threads, threads > 0 ? 1 : 0);
   std::printf("%s (random weights), %d px images, %u hardware threads\n", architecture.c_str(),

@@ -30,6 +30,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "benchmarks/bench_checkpoint.h"
 #include "benchmarks/bench_util.h"
 #include "client/embedserve_client.h"
 #include "server/models/openclip/openclip_config.h"
@@ -147,17 +148,13 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "%s\n", config.status().ToString().c_str());
     return 2;
   }
-  const std::string model_dir =
-      (fs::temp_directory_path() / ("embedserve-bench-" + architecture)).string();
-  if (!fs::exists(fs::path(model_dir) / "open_clip_model.safetensors")) {
-    std::printf("writing a random %s checkpoint to %s ...\n", architecture.c_str(),
-                model_dir.c_str());
-    if (auto s = embedserve::models::openclip::WriteRandomCheckpoint(*config, model_dir, "F16", 1);
-        !s.ok()) {
-      std::fprintf(stderr, "%s\n", s.ToString().c_str());
-      return 1;
-    }
+  const absl::StatusOr<std::string> written =
+      embedserve::bench::CachedRandomCheckpoint(*config, architecture);
+  if (!written.ok()) {
+    std::fprintf(stderr, "%s\n", written.status().ToString().c_str());
+    return 1;
   }
+  const std::string& model_dir = *written;
   std::vector<std::string> args = {"--model", "m=" + model_dir, "--no-access-log"};
   args.insert(args.end(), server_args.begin(), server_args.end());
   std::printf("server: m=%s (random %s); 1 interactive caller (one text, %.0f ms between "
