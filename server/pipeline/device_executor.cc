@@ -27,6 +27,14 @@ struct DeviceExecutor::Queue {
     queue_wait = &registry.GetHistogram("embedserve_queue_seconds",
                                         "Time items waited for their batch and the device",
                                         labels, metrics::LatencyBuckets());
+    for (int c = 0; c < kPriorityCount; ++c) {
+      metrics::Labels with_class = labels;
+      with_class.emplace_back("priority", PriorityName(static_cast<Priority>(c)));
+      class_queue_wait[c] = &registry.GetHistogram(
+          "embedserve_priority_queue_seconds",
+          "Time items waited for their batch and the device, by priority class", with_class,
+          metrics::LatencyBuckets());
+    }
     items_done = &registry.GetCounter("embedserve_items_total", "Items computed", labels);
     skipped = &registry.GetCounter("embedserve_items_skipped_total",
                                    "Items dropped before compute (cancelled or past deadline)",
@@ -46,6 +54,7 @@ struct DeviceExecutor::Queue {
   metrics::Histogram* batch_size;
   metrics::Histogram* inference;
   metrics::Histogram* queue_wait;
+  std::array<metrics::Histogram*, kPriorityCount> class_queue_wait = {};
   metrics::Counter* items_done;
   metrics::Counter* skipped;
   metrics::Counter* failed;
@@ -365,7 +374,9 @@ DeviceExecutor::Launched DeviceExecutor::Launch(Queue& queue, Priority priority,
   launched.start = options_.clock();
   for (QueuedItem& item : batch) {
     item.call->NoteQueueTime(launched.start - item.enqueued);
-    queue.queue_wait->Observe(absl::ToDoubleSeconds(launched.start - item.enqueued));
+    const double waited = absl::ToDoubleSeconds(launched.start - item.enqueued);
+    queue.queue_wait->Observe(waited);
+    queue.class_queue_wait[static_cast<int>(priority)]->Observe(waited);
   }
   if (queue.modality == Modality::kImage) {
     std::vector<const models::ImageInput*> inputs;

@@ -971,11 +971,15 @@ def test_pip_install_builds_the_package_with_its_protos(server, tmp_path):
 
 # ---- what is retried, and what the server records ------------------------------------------
 
-def requests_total(metrics_port, method, model):
-    """{code: count} of embedserve_requests_total for one method and model."""
+def metrics_page(metrics_port):
     import urllib.request
     with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % metrics_port, timeout=10) as r:
-        page = r.read().decode()
+        return r.read().decode()
+
+
+def requests_total(metrics_port, method, model):
+    """{code: count} of embedserve_requests_total for one method and model."""
+    page = metrics_page(metrics_port)
     prefix = 'embedserve_requests_total{method="%s",model="%s",code="' % (method, model)
     counts = {}
     for line in page.splitlines():
@@ -1026,6 +1030,32 @@ def metered():
     s = metered_server("--queue-capacity", "2", "--max-batch-size", "2")
     yield s
     assert s.stop() == 0
+
+
+def priority_waits(metrics_port):
+    """embedserve_priority_queue_seconds_count of the test model's texts, by class."""
+    page = metrics_page(metrics_port)
+    prefix = 'embedserve_priority_queue_seconds_count{model="%s",modality="text",priority="' % MODEL
+    counts = {}
+    for line in page.splitlines():
+        if line.startswith(prefix):
+            name, value = line[len(prefix):].split('"} ')
+            counts[name] = int(float(value))
+    return counts
+
+
+def test_queue_wait_is_measured_per_priority_class(metered):
+    before = priority_waits(metered.metrics_port)
+    assert set(before) == {"bulk", "normal", "interactive"}
+    with embedserve.Client(metered.unix_target, timeout=30) as c:
+        for _ in range(2):
+            c.embed_texts(MODEL, ["a query"], priority="interactive")
+        for _ in range(3):
+            c.embed_texts(MODEL, ["a document"], priority="bulk")
+        c.embed_texts(MODEL, ["plain"])
+    after = priority_waits(metered.metrics_port)
+    # Observed when each item's batch was launched, before its call was answered.
+    assert {k: after[k] - before[k] for k in after} == {"bulk": 3, "normal": 1, "interactive": 2}
 
 
 def test_failures_a_retry_cannot_fix_are_tried_once_and_counted_as_they_ended(tmp_path):
