@@ -107,6 +107,40 @@ class TimedModel : public models::Model {
   int forwards_ = 0;
 };
 
+// A batch policy that never waits for a batch to fill.
+BatchPolicy NoDelayPolicy(int max_batch_size, int queue_capacity = 1024) {
+  BatchPolicy policy;
+  policy.max_batch_size = max_batch_size;
+  policy.max_queue_delay = absl::ZeroDuration();
+  policy.queue_capacity = queue_capacity;
+  return policy;
+}
+
+// Posts a device task that holds the executor until the returned promise is set, so that
+// work queued meanwhile is all there at its next pick.
+std::promise<void> HoldExecutor(DeviceExecutor& executor) {
+  std::promise<void> release;
+  std::shared_future<void> released = release.get_future().share();
+  REQUIRE(executor.Post([released] { released.wait(); }).ok());
+  return release;
+}
+
+// A call of `n` texts of `priority`, each text tagged with the priority's number (so the
+// device log shows which class each batch served).
+std::shared_ptr<EmbedCall> PriorityCall(int n, Priority priority,
+                                        std::function<void()> done = [] {}) {
+  auto call = std::make_shared<EmbedCall>(
+      std::vector<CallInput>(n, CallInput{Modality::kText, "x", "inputs[]"}), true,
+      absl::InfiniteFuture(), [done](const absl::Status&, EmbedCall&) { done(); });
+  call->set_priority(priority);
+  for (int i = 0; i < n; ++i) call->text(i).token_ids = {static_cast<int>(priority)};
+  return call;
+}
+
+constexpr int kBulkTag = static_cast<int>(Priority::kBulk);
+constexpr int kNormalTag = static_cast<int>(Priority::kNormal);
+constexpr int kInteractiveTag = static_cast<int>(Priority::kInteractive);
+
 struct Lane {
   std::string name;
   absl::Duration per_forward, per_item;
@@ -126,13 +160,9 @@ std::vector<Forward> RunToCompletion(const std::vector<Lane>& lanes,
   DeviceExecutor executor(options);
   std::vector<std::shared_ptr<EmbedCall>> calls;
   for (const Lane& lane : lanes) {
-    BatchPolicy policy;
-    policy.max_batch_size = lane.max_batch_size;
-    policy.max_queue_delay = absl::ZeroDuration();
-    policy.queue_capacity = lane.items;
     const int queue = executor.AddQueue(
         std::make_shared<TimedModel>(lane.name, lane.per_forward, lane.per_item, &clock, &log),
-        lane.name, Modality::kText, policy);
+        lane.name, Modality::kText, NoDelayPolicy(lane.max_batch_size, lane.items));
     std::vector<CallInput> inputs(lane.items, CallInput{Modality::kText, "x", "inputs[]"});
     auto call = std::make_shared<EmbedCall>(std::move(inputs), true, absl::InfiniteFuture(),
                                             [](const absl::Status&, EmbedCall&) {});
@@ -219,9 +249,7 @@ TEST_CASE("a lane that was idle comes back level with the others, not with banke
   options.time_slice = absl::Milliseconds(50);
   options.clock = [&clock] { return clock.Now(); };
   DeviceExecutor executor(options);
-  BatchPolicy policy;
-  policy.max_batch_size = 1;
-  policy.max_queue_delay = absl::ZeroDuration();
+  const BatchPolicy policy = NoDelayPolicy(1);
   const int expensive = executor.AddQueue(
       std::make_shared<TimedModel>("expensive", absl::Milliseconds(100), absl::ZeroDuration(),
                                    &clock, &log),
@@ -230,21 +258,15 @@ TEST_CASE("a lane that was idle comes back level with the others, not with banke
       std::make_shared<TimedModel>("cheap", absl::Milliseconds(10), absl::ZeroDuration(),
                                    &clock, &log),
       "cheap", Modality::kText, policy);
-  auto make_call = [](int n, std::function<void()> done = [] {}) {
-    return std::make_shared<EmbedCall>(
-        std::vector<CallInput>(n, CallInput{Modality::kText, "x", "inputs[]"}), true,
-        absl::InfiniteFuture(), [done](const absl::Status&, EmbedCall&) { done(); });
-  };
   std::promise<void> first_done;
-  auto first = make_call(10, [&] { first_done.set_value(); });
+  auto first = PriorityCall(10, Priority::kNormal, [&] { first_done.set_value(); });
   for (int i = 0; i < 10; ++i) REQUIRE(executor.Enqueue(expensive, {first, i, 1, clock.Now()}).ok());
   executor.Start();
   first_done.get_future().wait();
   // Both lanes get work at once: a device task holds the executor while it is queued.
-  std::promise<void> release;
-  std::shared_future<void> released = release.get_future().share();
-  REQUIRE(executor.Post([released] { released.wait(); }).ok());
-  auto more_expensive = make_call(5), cheap_work = make_call(50);
+  std::promise<void> release = HoldExecutor(executor);
+  auto more_expensive = PriorityCall(5, Priority::kNormal);
+  auto cheap_work = PriorityCall(50, Priority::kNormal);
   for (int i = 0; i < 5; ++i) REQUIRE(executor.Enqueue(expensive, {more_expensive, i, 1, clock.Now()}).ok());
   for (int i = 0; i < 50; ++i) REQUIRE(executor.Enqueue(cheap, {cheap_work, i, 1, clock.Now()}).ok());
   release.set_value();
@@ -269,40 +291,19 @@ TEST_CASE("a lane that was idle comes back level with the others, not with banke
   CHECK(longest_cheap_run <= 11);
 }
 
-// Priority classes: a call of `n` texts of `priority`, each text tagged with the priority's
-// number (so the device log shows which class each batch served).
-std::shared_ptr<EmbedCall> PriorityCall(int n, Priority priority,
-                                        std::function<void()> done = [] {}) {
-  auto call = std::make_shared<EmbedCall>(
-      std::vector<CallInput>(n, CallInput{Modality::kText, "x", "inputs[]"}), true,
-      absl::InfiniteFuture(), [done](const absl::Status&, EmbedCall&) { done(); });
-  call->set_priority(priority);
-  for (int i = 0; i < n; ++i) call->text(i).token_ids = {static_cast<int>(priority)};
-  return call;
-}
-
-constexpr int kBulkTag = static_cast<int>(Priority::kBulk);
-constexpr int kNormalTag = static_cast<int>(Priority::kNormal);
-constexpr int kInteractiveTag = static_cast<int>(Priority::kInteractive);
-
 TEST_CASE("a higher priority class is served first, in batches of its own class") {
   FakeClock clock;
   DeviceLog log;
   ExecutorOptions options;
   options.clock = [&clock] { return clock.Now(); };
   DeviceExecutor executor(options);
-  BatchPolicy policy;
-  policy.max_batch_size = 8;
-  policy.max_queue_delay = absl::ZeroDuration();
   auto model = std::make_shared<TimedModel>("one", absl::Milliseconds(5),
                                             absl::Milliseconds(10), &clock, &log);
-  const int queue = executor.AddQueue(model, "one", Modality::kText, policy);
+  const int queue = executor.AddQueue(model, "one", Modality::kText, NoDelayPolicy(8));
   // Everything is queued while a device task holds the executor: bulk first, then normal,
   // then interactive, so arrival order is the reverse of the priority order.
   executor.Start();
-  std::promise<void> release;
-  std::shared_future<void> released = release.get_future().share();
-  REQUIRE(executor.Post([released] { released.wait(); }).ok());
+  std::promise<void> release = HoldExecutor(executor);
   auto bulk = PriorityCall(12, Priority::kBulk);
   auto normal = PriorityCall(3, Priority::kNormal);
   auto interactive = PriorityCall(2, Priority::kInteractive);
@@ -343,13 +344,9 @@ TEST_CASE("while interactive work is active, bulk batches fit in one interactive
   options.priority_hold = absl::Seconds(1);
   options.priority_aging = absl::Seconds(10);
   DeviceExecutor executor(options);
-  BatchPolicy policy;
-  policy.max_batch_size = 16;
-  policy.max_queue_delay = absl::ZeroDuration();
-  policy.queue_capacity = 1000;
   auto model = std::make_shared<TimedModel>("one", absl::Milliseconds(5),
                                             absl::Milliseconds(10), &clock, &log);
-  const int queue = executor.AddQueue(model, "one", Modality::kText, policy);
+  const int queue = executor.AddQueue(model, "one", Modality::kText, NoDelayPolicy(16, 1000));
   std::mutex mu;
   std::map<int, absl::Time> query_sent;  // forward number during which it was sent
   std::vector<std::shared_ptr<EmbedCall>> queries;
@@ -407,20 +404,14 @@ TEST_CASE("bulk work is not starved by a continuous stream of interactive work")
   options.clock = [&clock] { return clock.Now(); };
   options.priority_aging = absl::Milliseconds(500);
   DeviceExecutor executor(options);
-  BatchPolicy one;
-  one.max_batch_size = 1;
-  one.max_queue_delay = absl::ZeroDuration();
-  one.queue_capacity = 1000;
-  BatchPolicy eight = one;
-  eight.max_batch_size = 8;
   const int queries = executor.AddQueue(
       std::make_shared<TimedModel>("queries", absl::Milliseconds(20), absl::ZeroDuration(),
                                    &clock, &log),
-      "queries", Modality::kText, one);
+      "queries", Modality::kText, NoDelayPolicy(1, 1000));
   const int indexing = executor.AddQueue(
       std::make_shared<TimedModel>("indexing", absl::Milliseconds(5), absl::Milliseconds(10),
                                    &clock, &log),
-      "indexing", Modality::kText, eight);
+      "indexing", Modality::kText, NoDelayPolicy(8, 1000));
   auto interactive = PriorityCall(250, Priority::kInteractive);
   auto bulk = PriorityCall(100, Priority::kBulk);
   for (int i = 0; i < 250; ++i) {
