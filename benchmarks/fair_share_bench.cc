@@ -27,7 +27,6 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
-#include <filesystem>
 #include <fstream>
 #include <map>
 #include <memory>
@@ -55,7 +54,6 @@ using embedserve::bench::Metric;
 using embedserve::bench::Percentile;
 using embedserve::bench::ReadFile;
 
-namespace fs = std::filesystem;
 namespace v1 = embedserve::v1;
 using embedserve::client::Client;
 using Clock = std::chrono::steady_clock;

@@ -21,7 +21,6 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
-#include <filesystem>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -42,7 +41,6 @@ namespace {
 using embedserve::bench::Percentile;
 using embedserve::bench::ReadFile;
 
-namespace fs = std::filesystem;
 namespace v1 = embedserve::v1;
 using embedserve::client::Client;
 using Clock = std::chrono::steady_clock;

@@ -18,6 +18,7 @@ struct DeviceExecutor::Queue {
         BatchPolicy policy)
       : model(std::move(m)), modality(mod), items(policy),
         labels({{"model", name}, {"modality", ModalityName(mod)}}) {
+    class_served.fill(absl::InfinitePast());
     auto& registry = metrics::Global();
     batch_size = &registry.GetHistogram("embedserve_batch_size", "Items per model forward",
                                         labels, metrics::SizeBuckets());
@@ -68,8 +69,7 @@ struct DeviceExecutor::Queue {
   absl::Duration per_item = absl::ZeroDuration();
   absl::Time last_taken = absl::InfinitePast();
   // Priority aging (guarded by mu_): when each class last took a batch from this lane.
-  std::array<absl::Time, kPriorityCount> class_served = {
-      absl::InfinitePast(), absl::InfinitePast(), absl::InfinitePast()};
+  std::array<absl::Time, kPriorityCount> class_served;
 };
 
 DeviceExecutor::DeviceExecutor(ExecutorOptions options) : options_(std::move(options)) {
